@@ -1,0 +1,112 @@
+"""Checking that a file is audio Steno can transcribe, with ``ffprobe``.
+
+Used by the API on uploads and by the IO worker on fetched audio, so both refuse the same
+files with the same codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import AudioTooLong, EmptyFile, InvalidAudio
+
+# Container types that may carry audio; anything else is refused before probing.
+ACCEPTED_TYPES = ("audio/", "video/")
+ACCEPTED_EXACT = frozenset(
+    {"application/octet-stream", "application/ogg", "application/x-ogg", "binary/octet-stream"}
+)
+
+
+# Runs argv with a timeout and returns (exit code, stdout, stderr); raises TimeoutError.
+ProcessRunner = Callable[[Sequence[str], float], Awaitable[tuple[int, bytes, bytes]]]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    """What ffprobe found: the container, the first audio stream's codec, and the duration."""
+
+    format_name: str
+    codec: str
+    duration: float
+
+
+def content_type_accepted(content_type: str | None) -> bool:
+    """True when a declared content type may hold audio (a missing one is judged by probing)."""
+    if not content_type:
+        return True
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base.startswith(ACCEPTED_TYPES) or base in ACCEPTED_EXACT
+
+
+async def run_process(argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
+    """Run a program under asyncio; kills it and raises ``TimeoutError`` past ``timeout``."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    return process.returncode or 0, out, err
+
+
+async def probe_audio(
+    path: Path, *, max_seconds: float, run: ProcessRunner = run_process, timeout: float = 30.0
+) -> AudioInfo:
+    """Probe ``path``; raises ``EmptyFile``, ``InvalidAudio`` or ``AudioTooLong`` when unusable.
+
+    ``run`` starts ffprobe; the IO worker passes one that suits its gevent pool.
+    """
+    if path.stat().st_size == 0:
+        raise EmptyFile("the audio file is empty (0 bytes)")
+    argv = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
+    try:
+        code, out, err = await run([*argv, str(path)], timeout)
+    except TimeoutError as exc:
+        raise InvalidAudio("probing the audio took too long; is it a valid audio file?") from exc
+    if code != 0:
+        # ffprobe prefixes its message with the file's path, which is ours to keep private.
+        reason = err.decode(errors="replace").replace(str(path), "input").strip().splitlines()
+        raise InvalidAudio(
+            "the file is not audio that can be decoded"
+            + (f" ({reason[-1][:200]})" if reason else "")
+        )
+    return _read_probe(json.loads(out or b"{}"), max_seconds)
+
+
+def _read_probe(report: dict[str, object], max_seconds: float) -> AudioInfo:
+    streams = report.get("streams")
+    audio = [
+        s for s in (streams if isinstance(streams, list) else []) if s.get("codec_type") == "audio"
+    ]
+    if not audio:
+        raise InvalidAudio("the file has no audio stream")
+    fmt = report.get("format")
+    fmt = fmt if isinstance(fmt, dict) else {}
+    duration = _float(fmt.get("duration")) or _float(audio[0].get("duration"))
+    if duration is None or duration <= 0:
+        raise InvalidAudio("the audio has no measurable duration")
+    if duration > max_seconds:
+        raise AudioTooLong(
+            f"the audio lasts {duration:.1f} s; this service accepts at most {max_seconds:.0f} s"
+        )
+    return AudioInfo(
+        format_name=str(fmt.get("format_name", "unknown")),
+        codec=str(audio[0].get("codec_name", "unknown")),
+        duration=duration,
+    )
+
+
+def _float(value: object) -> float | None:
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

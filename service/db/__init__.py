@@ -1,0 +1,1 @@
+"""PostgreSQL access: declarative models and async engine/session helpers."""

@@ -1,0 +1,24 @@
+"""Async engine and session factory, made in lifecycle hooks and passed down."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from service.settings import Settings
+
+
+def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+    """An asyncpg engine sized for this process's concurrency, with stale connections checked."""
+    size = pool_size or settings.db_pool_size
+    return create_async_engine(
+        settings.database_url,
+        pool_size=size,
+        max_overflow=size // 2,
+        pool_pre_ping=True,
+        pool_timeout=10,
+    )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
+    """Sessions that keep loaded values after commit (we hand them to msgspec afterwards)."""
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,120 @@
+"""The tables Steno keeps in PostgreSQL, the source of truth.
+
+The schema itself is created only by Alembic (``migrations/``); these classes describe it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of Steno's tables."""
+
+
+class Job(Base):
+    """One transcription job; ``attempts`` is the fencing token of the current claim."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'completed', 'failed', 'cancelled')",
+            name="jobs_status_valid",
+        ),
+        CheckConstraint("source IN ('upload', 'url')", name="jobs_source_valid"),
+        # Listing pages newest first by (created_at, id).
+        Index("ix_jobs_created_at", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    source: Mapped[str] = mapped_column(String(8), nullable=False)
+    audio_url: Mapped[str | None] = mapped_column(Text)
+    audio_path: Mapped[str | None] = mapped_column(Text)
+    filename: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(Text)
+    audio_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    audio_seconds: Mapped[float | None] = mapped_column(Float)
+    language: Mapped[str | None] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    word_timestamps: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    initial_prompt: Mapped[str | None] = mapped_column(Text)
+    progress_stage: Mapped[str | None] = mapped_column(String(32))
+    progress_percent: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    worker: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Transcript(Base):
+    """The transcript of a completed job, written in the same transaction as its final status."""
+
+    __tablename__ = "transcripts"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    language: Mapped[str] = mapped_column(String(16), nullable=False)
+    duration: Mapped[float] = mapped_column(Float, nullable=False)
+    segments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class OutboxMessage(Base):
+    """A task message committed with the change that caused it; the relay publishes it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # The relay's sweep only ever looks at what is still unpublished.
+        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    task_name: Mapped[str] = mapped_column(Text, nullable=False)
+    queue: Mapped[str] = mapped_column(Text, nullable=False)
+    args: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    # Hard time limit for the task, in seconds (scaled to the audio's duration).
+    time_limit: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

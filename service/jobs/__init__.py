@@ -1,0 +1,1 @@
+"""Transcription jobs: HTTP controllers, msgspec schemas and the job state machine."""

@@ -1,0 +1,166 @@
+"""HTTP endpoints of ``/v1/jobs``: thin, they parse, call the services, shape the reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.openapi.spec import Example
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.broker import Publisher
+from service.errors import BadRequest, JobNotFound, PayloadTooLarge, UnsupportedMediaType
+from service.jobs import services
+from service.jobs.formats import TranscriptFormat, render
+from service.jobs.schemas import JobPage, JobStatus, JobView, SubmitUrl
+from service.jobs.submit import Accepted, accept_upload, accept_url
+from service.outbox import publish_pending
+from service.settings import Settings
+
+MAX_JSON_BYTES = 64 * 1024
+
+
+def parse_job_id(job_id: str) -> uuid.UUID:
+    """A job id from the path; a malformed one can't name a job, so it is a 404."""
+    try:
+        return uuid.UUID(job_id)
+    except ValueError as exc:
+        raise JobNotFound(f"no job with id {job_id!r}") from exc
+
+
+async def _read_json(request: Request[Any, Any, Any]) -> SubmitUrl:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise PayloadTooLarge(f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
+    try:
+        return msgspec.json.decode(bytes(body), type=SubmitUrl)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid JSON body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+class JobController(Controller):
+    """Submit, inspect, list, cancel and delete transcription jobs; fetch transcripts."""
+
+    path = "/v1/jobs"
+    tags = ["jobs"]
+
+    @post(
+        "/",
+        status_code=202,
+        request_max_body_size=None,
+        summary="Submit audio for transcription",
+        description=(
+            "Either `multipart/form-data` with a `file` part (the audio) and optional fields "
+            "`language`, `model`, `word_timestamps`, `initial_prompt`; or a JSON body "
+            '`{"audio_url": "https://...", ...}` with the same options. Answers 202 with the '
+            "job and a `Location` header; follow it with `GET /v1/jobs/{id}`."
+        ),
+    )
+    async def submit(
+        self,
+        request: Request[Any, Any, Any],
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        publisher: Publisher,
+    ) -> Response[JobView]:
+        """Accept a job and publish its first task after the commit (in the background)."""
+        content_type = request.headers.get("content-type", "")
+        kind = content_type.split(";", 1)[0].strip().lower()
+        length = request.content_length
+        if kind == "multipart/form-data":
+            # Refuse early when the announced body is far too big, before reading any of it.
+            if length is not None and length > settings.max_upload_bytes + MAX_JSON_BYTES:
+                raise PayloadTooLarge(
+                    f"the upload is larger than the limit of {settings.max_upload_bytes} bytes"
+                )
+            accepted = await accept_upload(sessions, settings, request.stream(), content_type)
+        elif kind == "application/json":
+            accepted = await accept_url(sessions, settings, await _read_json(request))
+        else:
+            raise UnsupportedMediaType(
+                "send multipart/form-data with a 'file' part, or application/json with "
+                f"'audio_url' (got {kind or 'no content type'!r})"
+            )
+        return _accepted_response(accepted, sessions, publisher)
+
+    @get("/", summary="List jobs, newest first")
+    async def list_jobs(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        status: JobStatus | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, optionally of one status; follow ``next_cursor`` for more."""
+        async with sessions() as session:
+            jobs, next_cursor = await services.list_jobs(
+                session, status=status.value if status else None, limit=limit, cursor=cursor
+            )
+        return JobPage(items=[JobView.from_row(j) for j in jobs], next_cursor=next_cursor)
+
+    @get("/{job_id:str}", summary="Get a job")
+    async def get_job(self, job_id: str, sessions: async_sessionmaker[AsyncSession]) -> JobView:
+        """The job's status, progress, error and timings."""
+        async with sessions() as session:
+            return JobView.from_row(await services.get_job(session, parse_job_id(job_id)))
+
+    @get(
+        "/{job_id:str}/transcript",
+        summary="Get the transcript",
+        description="`format` is one of json, verbose_json, text, srt, vtt. 409 until completed.",
+        responses={},
+    )
+    async def transcript(
+        self,
+        job_id: str,
+        sessions: async_sessionmaker[AsyncSession],
+        format: Annotated[
+            TranscriptFormat,
+            Parameter(examples=[Example(value="srt")], description="output format"),
+        ] = TranscriptFormat.JSON,
+    ) -> Response[bytes]:
+        """The transcript rendered in the asked format."""
+        async with sessions() as session:
+            transcript = await services.get_transcript(session, parse_job_id(job_id))
+        body, media_type = render(transcript, format)
+        return Response(content=body, media_type=media_type)
+
+    @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a job")
+    async def cancel(self, job_id: str, sessions: async_sessionmaker[AsyncSession]) -> JobView:
+        """Cancel a queued or running job; 409 when it already completed or failed."""
+        async with sessions() as session, session.begin():
+            job = await services.cancel_job(session, parse_job_id(job_id))
+        return JobView.from_row(job)
+
+    @delete("/{job_id:str}", status_code=204, summary="Delete a job, its audio and transcript")
+    async def remove(self, job_id: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Delete the job row (with its transcript) and then its audio file."""
+        async with sessions() as session, session.begin():
+            audio_path = await services.delete_job(session, parse_job_id(job_id))
+        if audio_path:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(Path(audio_path).unlink)
+
+
+def _accepted_response(
+    accepted: Accepted, sessions: async_sessionmaker[AsyncSession], publisher: Publisher
+) -> Response[JobView]:
+    return Response(
+        JobView.from_row(accepted.job),
+        status_code=202,
+        headers={"Location": f"/v1/jobs/{accepted.job.id}"},
+        background=BackgroundTask(
+            publish_pending, sessions, publisher, ids=[accepted.outbox_id]
+        ),
+    )

@@ -1,0 +1,102 @@
+"""What clients send and what they get back, as msgspec Structs (never ORM rows)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+import msgspec
+
+from service.db.models import Job
+
+
+class JobStatus(enum.StrEnum):
+    """A job's state; ``completed``, ``failed`` and ``cancelled`` are final."""
+
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):
+    """JSON body of ``POST /v1/jobs``: transcribe the audio at ``audio_url``."""
+
+    audio_url: str
+    language: str | None = None
+    model: str | None = None
+    word_timestamps: bool = False
+    initial_prompt: str | None = None
+
+
+class Progress(msgspec.Struct):
+    """Where a job is: ``stage`` (queued, fetching, starting, transcribing, ...) and percent."""
+
+    stage: str | None
+    percent: float
+
+
+class JobError(msgspec.Struct):
+    """Why a job failed: a stable code and a human detail."""
+
+    code: str
+    detail: str
+
+
+class JobView(msgspec.Struct):
+    """A job as the API shows it."""
+
+    id: uuid.UUID
+    status: JobStatus
+    progress: Progress
+    error: JobError | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    audio_seconds: float | None
+    language: str | None
+    model: str
+    word_timestamps: bool
+    source: str
+    filename: str | None
+    audio_url: str | None
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobView:
+        """The view of one job row."""
+        return cls(
+            id=job.id,
+            status=JobStatus(job.status),
+            progress=Progress(stage=job.progress_stage, percent=round(job.progress_percent, 1)),
+            error=JobError(code=job.error_code, detail=job.error_detail or "")
+            if job.error_code
+            else None,
+            attempts=job.attempts,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            audio_seconds=job.audio_seconds,
+            language=job.language,
+            model=job.model,
+            word_timestamps=job.word_timestamps,
+            source=job.source,
+            filename=job.filename,
+            audio_url=job.audio_url,
+        )
+
+
+class JobPage(msgspec.Struct):
+    """One page of ``GET /v1/jobs``; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    items: list[JobView]
+    next_cursor: str | None
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error response: a stable machine code and a human explanation."""
+
+    code: str
+    detail: str

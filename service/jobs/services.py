@@ -1,0 +1,364 @@
+"""The job state machine and the queries around it.
+
+Every transition is one conditional UPDATE, so two processes racing on a job can never both
+win. A worker's claim bumps ``attempts``; that number is the fencing token every later write
+of that worker must present. States::
+
+    queued ──claim──▶ running ──complete──▶ completed
+      │                  │ └───fail──────▶ failed
+      └──────cancel──────┴───cancel──────▶ cancelled
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import Job, Transcript
+from service.errors import BadRequest, JobAlreadyFinished, JobNotCompleted, JobNotFound
+from service.jobs.transcript import Transcript as TranscriptData
+
+ACTIVE = ("queued", "running")
+FINAL = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a submission knows before the job row exists."""
+
+    id: uuid.UUID
+    source: str
+    model: str
+    language: str | None = None
+    word_timestamps: bool = False
+    initial_prompt: str | None = None
+    audio_url: str | None = None
+    audio_path: str | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    audio_bytes: int | None = None
+    audio_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A worker's hold on a running job; ``token`` fences its later writes."""
+
+    job_id: uuid.UUID
+    token: int
+    audio_path: str | None
+    audio_seconds: float | None
+    model: str
+    language: str | None
+    word_timestamps: bool
+    initial_prompt: str | None
+
+
+async def create_job(session: AsyncSession, new: NewJob) -> Job:
+    """Insert a queued job in the caller's transaction."""
+    job = Job(
+        id=new.id,
+        status="queued",
+        source=new.source,
+        model=new.model,
+        language=new.language,
+        word_timestamps=new.word_timestamps,
+        initial_prompt=new.initial_prompt,
+        audio_url=new.audio_url,
+        audio_path=new.audio_path,
+        filename=new.filename,
+        content_type=new.content_type,
+        audio_bytes=new.audio_bytes,
+        audio_seconds=new.audio_seconds,
+        progress_stage="queued",
+        progress_percent=0.0,
+        attempts=0,
+        cancel_requested=False,
+    )
+    session.add(job)
+    await session.flush()
+    await session.refresh(job)
+    return job
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    """The job, or ``JobNotFound``."""
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return job
+
+
+def encode_cursor(job: Job) -> str:
+    """An opaque position after ``job`` in newest-first order."""
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"cursor {cursor!r} is not one this API returned") from exc
+
+
+async def list_jobs(
+    session: AsyncSession, *, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    """A page of jobs newest first, and the cursor of the next page (None at the end)."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+        )
+    jobs = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+async def get_transcript(session: AsyncSession, job_id: uuid.UUID) -> TranscriptData:
+    """The transcript of a completed job; ``JobNotCompleted`` before that."""
+    job = await get_job(session, job_id)
+    row = await session.get(Transcript, job_id)
+    if job.status != "completed" or row is None:
+        raise JobNotCompleted(f"job {job_id} is {job.status}; the transcript exists once completed")
+    return msgspec.convert(
+        {
+            "text": row.text,
+            "language": row.language,
+            "duration": row.duration,
+            "segments": row.segments,
+        },
+        TranscriptData,
+    )
+
+
+async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    """Cancel a queued or running job; cancelling a cancelled job is a no-op.
+
+    A running worker finds out when its fenced final write matches no row.
+    """
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE))
+        .values(
+            status="cancelled",
+            cancel_requested=True,
+            finished_at=func.now(),
+            updated_at=func.now(),
+            progress_stage="cancelled",
+            lease_expires_at=None,
+        )
+    )
+    job = await get_job(session, job_id)
+    if result.rowcount == 0 and job.status in ("completed", "failed"):  # type: ignore[attr-defined]
+        raise JobAlreadyFinished(f"job {job_id} already {job.status}")
+    return job
+
+
+async def delete_job(session: AsyncSession, job_id: uuid.UUID) -> str | None:
+    """Delete the job with its transcript and outbox rows; returns the audio path to remove."""
+    result = await session.execute(
+        delete(Job).where(Job.id == job_id).returning(Job.id, Job.audio_path)
+    )
+    row = result.first()
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return row.audio_path
+
+
+async def claim_job(
+    session: AsyncSession, job_id: uuid.UUID, *, worker: str, lease_seconds: float, max_attempts: int
+) -> Claim | None:
+    """Move a queued job (or a running one whose lease ran out) to running, bumping attempts.
+
+    Returns None when the job is gone, finished, cancelled, or held by a live worker: a
+    duplicate or late message then does nothing. A job whose attempts reached
+    ``max_attempts`` is failed instead of claimed.
+    """
+    claimable = or_(
+        Job.status == "queued",
+        and_(Job.status == "running", Job.lease_expires_at < func.now()),
+    )
+    row = (
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, claimable, Job.attempts < max_attempts)
+            .values(
+                status="running",
+                attempts=Job.attempts + 1,
+                worker=worker,
+                lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
+                started_at=func.coalesce(Job.started_at, func.now()),
+                progress_stage="starting",
+                updated_at=func.now(),
+                error_code=None,
+                error_detail=None,
+            )
+            .returning(
+                Job.attempts,
+                Job.audio_path,
+                Job.audio_seconds,
+                Job.model,
+                Job.language,
+                Job.word_timestamps,
+                Job.initial_prompt,
+            )
+        )
+    ).first()
+    if row is None:
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, claimable, Job.attempts >= max_attempts)
+            .values(
+                status="failed",
+                error_code="too_many_attempts",
+                error_detail=f"gave up after {max_attempts} attempts (the worker kept dying)",
+                finished_at=func.now(),
+                updated_at=func.now(),
+                lease_expires_at=None,
+            )
+        )
+        return None
+    return Claim(
+        job_id=job_id,
+        token=row.attempts,
+        audio_path=row.audio_path,
+        audio_seconds=row.audio_seconds,
+        model=row.model,
+        language=row.language,
+        word_timestamps=row.word_timestamps,
+        initial_prompt=row.initial_prompt,
+    )
+
+
+async def audio_seconds(session: AsyncSession, job_id: uuid.UUID) -> float | None:
+    """The job's audio duration when known (it sizes the claim's lease)."""
+    return await session.scalar(select(Job.audio_seconds).where(Job.id == job_id))
+
+
+def _held(job_id: uuid.UUID, token: int) -> Any:
+    return and_(Job.id == job_id, Job.status == "running", Job.attempts == token)
+
+
+async def report_progress(
+    session: AsyncSession, claim: Claim, *, stage: str, percent: float
+) -> bool:
+    """Record progress of a held job; False when the claim was lost (cancelled, fenced out)."""
+    result = await session.execute(
+        update(Job)
+        .where(_held(claim.job_id, claim.token))
+        .values(progress_stage=stage, progress_percent=percent, updated_at=func.now())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def complete_job(session: AsyncSession, claim: Claim, transcript: TranscriptData) -> bool:
+    """Store the transcript and mark the job completed, in the caller's transaction.
+
+    Returns False (and writes nothing) when the claim was lost; the caller must then roll back.
+    """
+    result = await session.execute(
+        update(Job)
+        .where(_held(claim.job_id, claim.token))
+        .values(
+            status="completed",
+            progress_stage="completed",
+            progress_percent=100.0,
+            language=transcript.language,
+            audio_seconds=transcript.duration,
+            finished_at=func.now(),
+            updated_at=func.now(),
+            lease_expires_at=None,
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.add(
+        Transcript(
+            job_id=claim.job_id,
+            text=transcript.text,
+            language=transcript.language,
+            duration=transcript.duration,
+            segments=msgspec.to_builtins(transcript.segments),
+        )
+    )
+    await session.flush()
+    return True
+
+
+async def fail_job(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    *,
+    code: str,
+    detail: str,
+    token: int | None = None,
+) -> bool:
+    """Mark the job failed with a reason; with ``token`` only if that claim still holds it."""
+    condition = (
+        _held(job_id, token)
+        if token is not None
+        else and_(Job.id == job_id, Job.status.in_(ACTIVE))
+    )
+    result = await session.execute(
+        update(Job)
+        .where(condition)
+        .values(
+            status="failed",
+            progress_stage="failed",
+            error_code=code,
+            error_detail=detail,
+            finished_at=func.now(),
+            updated_at=func.now(),
+            lease_expires_at=None,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def attach_audio(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    *,
+    audio_path: str,
+    audio_bytes: int,
+    audio_seconds: float,
+    content_type: str | None,
+) -> bool:
+    """Record fetched audio on a queued job that has none yet; False when that no longer fits."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued", Job.audio_path.is_(None))
+        .values(
+            audio_path=audio_path,
+            audio_bytes=audio_bytes,
+            audio_seconds=audio_seconds,
+            content_type=content_type,
+            progress_stage="queued",
+            updated_at=func.now(),
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_stage(session: AsyncSession, job_id: uuid.UUID, stage: str) -> bool:
+    """Set the progress stage of a queued job (e.g. ``fetching``); False when not queued."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(progress_stage=stage, updated_at=func.now())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

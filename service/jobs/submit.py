@@ -1,0 +1,193 @@
+"""Accepting a job: validate the options, store the audio, commit job + outbox together.
+
+The job row and its first task message are committed in one transaction, so a broker
+outage at submit time loses nothing: the message waits in the outbox for the relay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.audio import content_type_accepted, probe_audio
+from service.db.models import Job
+from service.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
+from service.jobs import services
+from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE
+from service.jobs.schemas import SubmitUrl
+from service.jobs.formats import LANGUAGE_NAMES
+from service.jobs.uploads import incoming_path, receive_upload
+from service.outbox import add_message
+from service.settings import Settings
+
+MAX_PROMPT_CHARS = 2000
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_LANGUAGE_BY_NAME = {name.lower(): code for code, name in LANGUAGE_NAMES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Validated transcription options of one job."""
+
+    model: str
+    language: str | None
+    word_timestamps: bool
+    initial_prompt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A committed job and the outbox message to publish right after the commit."""
+
+    job: Job
+    outbox_id: int
+
+
+def parse_options(
+    settings: Settings,
+    *,
+    model: str | None,
+    language: str | None,
+    word_timestamps: bool | str | None,
+    initial_prompt: str | None,
+) -> JobOptions:
+    """Check the options a client sent; raises ``ValidationFailed``/``UnsupportedModel``."""
+    chosen = (model or "").strip() or settings.whisper_model
+    if chosen not in settings.models:
+        raise UnsupportedModel(
+            f"model {chosen!r} is not served here; choose one of: {', '.join(settings.models)}"
+        )
+    code = _language(language)
+    if code is not None and chosen.endswith(".en") and code != "en":
+        raise ValidationFailed(f"model {chosen!r} is English-only; it can't transcribe {code!r}")
+    if isinstance(word_timestamps, str):
+        flag = word_timestamps.strip().lower()
+        if flag not in _TRUE | _FALSE:
+            raise ValidationFailed("word_timestamps must be true or false")
+        words = flag in _TRUE
+    else:
+        words = bool(word_timestamps)
+    prompt = (initial_prompt or "").strip() or None
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise ValidationFailed(f"initial_prompt is longer than {MAX_PROMPT_CHARS} characters")
+    return JobOptions(model=chosen, language=code, word_timestamps=words, initial_prompt=prompt)
+
+
+def _language(value: str | None) -> str | None:
+    text = (value or "").strip().lower()
+    if not text or text == "auto":
+        return None
+    if text in LANGUAGE_NAMES:
+        return text
+    if text in _LANGUAGE_BY_NAME:
+        return _LANGUAGE_BY_NAME[text]
+    raise ValidationFailed(f"language {value!r} is not one Whisper knows (use a code like 'en')")
+
+
+def check_audio_url(url: str) -> str:
+    """An absolute http(s) URL with a host; raises ``InvalidUrl`` otherwise."""
+    text = url.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidUrl("audio_url must be an absolute http:// or https:// URL")
+    if re.search(r"\s", text) or len(text) > 4096:
+        raise InvalidUrl("audio_url is not a valid URL")
+    return text
+
+
+async def accept_upload(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    body: AsyncIterator[bytes],
+    content_type: str,
+) -> Accepted:
+    """Receive, check and enqueue an uploaded file; nothing is left behind on failure."""
+    job_id = uuid.uuid4()
+    settings.audio_dir.mkdir(parents=True, exist_ok=True)
+    path = incoming_path(settings.audio_dir, job_id)
+    upload = await receive_upload(
+        body, content_type, dest=path, max_bytes=settings.max_upload_bytes
+    )
+    try:
+        if not content_type_accepted(upload.content_type):
+            raise UnsupportedMediaType(
+                f"the file's content type {upload.content_type!r} is not audio"
+            )
+        fields = upload.fields
+        options = parse_options(
+            settings,
+            model=fields.get("model"),
+            language=fields.get("language"),
+            word_timestamps=fields.get("word_timestamps"),
+            initial_prompt=fields.get("initial_prompt"),
+        )
+        info = await probe_audio(path, max_seconds=settings.max_audio_seconds)
+        new = services.NewJob(
+            id=job_id,
+            source="upload",
+            model=options.model,
+            language=options.language,
+            word_timestamps=options.word_timestamps,
+            initial_prompt=options.initial_prompt,
+            audio_path=str(path),
+            filename=upload.filename,
+            content_type=upload.content_type,
+            audio_bytes=upload.size,
+            audio_seconds=info.duration,
+        )
+        async with sessionmaker() as session, session.begin():
+            job = await services.create_job(session, new)
+            outbox_id = await add_message(
+                session,
+                TRANSCRIBE,
+                [str(job_id)],
+                job_id=job_id,
+                time_limit=settings.transcribe_time_limit(info.duration),
+            )
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
+        raise
+    return Accepted(job=job, outbox_id=outbox_id)
+
+
+async def accept_url(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, request: SubmitUrl
+) -> Accepted:
+    """Enqueue a job whose audio an IO worker will fetch from ``audio_url``."""
+    url = check_audio_url(request.audio_url)
+    options = parse_options(
+        settings,
+        model=request.model,
+        language=request.language,
+        word_timestamps=request.word_timestamps,
+        initial_prompt=request.initial_prompt,
+    )
+    job_id = uuid.uuid4()
+    new = services.NewJob(
+        id=job_id,
+        source="url",
+        model=options.model,
+        language=options.language,
+        word_timestamps=options.word_timestamps,
+        initial_prompt=options.initial_prompt,
+        audio_url=url,
+    )
+    async with sessionmaker() as session, session.begin():
+        job = await services.create_job(session, new)
+        outbox_id = await add_message(
+            session,
+            FETCH_AUDIO,
+            [str(job_id)],
+            job_id=job_id,
+            time_limit=settings.fetch_timeout_seconds * 2 + 60,
+        )
+    return Accepted(job=job, outbox_id=outbox_id)

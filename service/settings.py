@@ -1,0 +1,144 @@
+"""One typed settings object, read once from ``STENO_*`` environment variables.
+
+Every process (API, workers, CLI) builds it once at start and passes it down; nothing else
+in the code base reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+_PREFIX = "STENO_"
+
+
+class SettingsError(ValueError):
+    """A ``STENO_*`` variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Steno's configuration; field ``foo_bar`` is read from ``STENO_FOO_BAR``."""
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/steno"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Celery's broker; empty means "the same Redis as redis_url".
+    broker_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("var")
+    # Empty means data_dir/audio and data_dir/models.
+    storage_dir: Path | None = None
+    model_dir: Path | None = None
+    whisper_model: str = "tiny.en"
+    whisper_device: str = "auto"
+    # Extra models a job may ask for (each GPU child loads one lazily on first use).
+    extra_models: tuple[str, ...] = ()
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_audio_seconds: float = 4 * 3600.0
+    fetch_timeout_seconds: float = 60.0
+    db_pool_size: int = 20
+    io_concurrency: int = 200
+    gpu_concurrency: int = 1
+    # Hard time limit of a transcription is base + factor * audio seconds.
+    transcribe_time_limit_base: float = 300.0
+    transcribe_time_limit_factor: float = 2.0
+    max_attempts: int = 3
+    outbox_sweep_seconds: float = 5.0
+    outbox_grace_seconds: float = 2.0
+    publish_timeout_seconds: float = 3.0
+    log_level: str = "INFO"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model a job may name; the first is the default."""
+        return (self.whisper_model, *(m for m in self.extra_models if m != self.whisper_model))
+
+    @property
+    def broker(self) -> str:
+        """The Celery broker URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def audio_dir(self) -> Path:
+        """Where uploaded and fetched audio is stored."""
+        return self.storage_dir or self.data_dir / "audio"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where converted Whisper checkpoints live."""
+        return self.model_dir or self.data_dir / "models"
+
+    @property
+    def max_time_limit(self) -> float:
+        """The longest hard time limit any task can get (for the longest allowed audio)."""
+        return self.transcribe_time_limit_base + (
+            self.transcribe_time_limit_factor * self.max_audio_seconds
+        )
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Redis visibility timeout: twice the longest hard limit, so no live task is redelivered."""
+        return int(2 * self.max_time_limit)
+
+    def transcribe_time_limit(self, audio_seconds: float | None) -> float:
+        """Hard time limit for transcribing audio of this length."""
+        seconds = audio_seconds if audio_seconds is not None else self.max_audio_seconds
+        return self.transcribe_time_limit_base + self.transcribe_time_limit_factor * seconds
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``STENO_*`` variables, for child processes."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            env[_PREFIX + f.name.upper()] = str(value)
+        return env
+
+
+def _convert(name: str, raw: str, annotation: Any) -> Any:
+    text = str(annotation)
+    try:
+        if annotation is int:
+            return int(raw)
+        if annotation is float:
+            return float(raw)
+        if annotation is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if "Path" in text:
+            return Path(raw) if raw else None
+        if "tuple" in text:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{_PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``STENO_*`` variables (``os.environ`` by default) and overrides."""
+    env = os.environ if environ is None else environ
+    hints = get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        key = _PREFIX + f.name.upper()
+        if key in env:
+            values[f.name] = _convert(f.name, env[key], hints[f.name])
+    values.update(overrides)
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if settings.max_upload_bytes <= 0:
+        raise SettingsError("STENO_MAX_UPLOAD_BYTES must be positive")
+    if settings.max_audio_seconds <= 0:
+        raise SettingsError("STENO_MAX_AUDIO_SECONDS must be positive")
+    if settings.max_attempts < 1:
+        raise SettingsError("STENO_MAX_ATTEMPTS must be at least 1")

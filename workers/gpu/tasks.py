@@ -1,0 +1,66 @@
+"""Celery tasks of the GPU queue: thin; the work is in ``workers.gpu.transcription``.
+
+The model is loaded in each prefork child after fork (``worker_process_init``), never in the
+parent, so CUDA is initialised only in the children. torch is imported only there, so the
+IO worker (which registers these tasks too) never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
+
+from workers.app import app, settings
+from workers.routing import QueueName, TaskName
+
+if TYPE_CHECKING:
+    from workers.gpu.transcription import GpuRuntime
+
+log = logging.getLogger(__name__)
+
+_serves_gpu = False
+_runtime: GpuRuntime | None = None
+
+
+@celeryd_init.connect
+def _note_queues(options: dict[str, Any] | None = None, **_: Any) -> None:
+    global _serves_gpu
+    queues = (options or {}).get("queues") or []
+    names = queues.split(",") if isinstance(queues, str) else list(queues)
+    _serves_gpu = QueueName.GPU.value in names
+
+
+def runtime() -> GpuRuntime:
+    """This child's runtime (models and database), made on first use."""
+    global _runtime
+    if _runtime is None:
+        from workers.gpu.transcription import GpuRuntime
+
+        _runtime = GpuRuntime(settings)
+        _runtime.model(settings.whisper_model)
+    return _runtime
+
+
+@worker_process_init.connect
+def _load_model_after_fork(**_: Any) -> None:
+    if _serves_gpu:
+        log.info("GPU child %d: loading Whisper %r", os.getpid(), settings.whisper_model)
+        runtime()
+
+
+@worker_process_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.close()
+
+
+@app.task(name=TaskName.TRANSCRIBE.value, bind=True)
+def transcribe(self: Task, job_id: str) -> str:  # type: ignore[type-arg]
+    """Transcribe one job; duplicates and late messages are no-ops."""
+    from workers.gpu.transcription import run_transcription
+
+    return run_transcription(runtime(), job_id, worker=str(self.request.hostname))

@@ -1,0 +1,216 @@
+"""A transcription job on a GPU child: claim, transcribe, store; no Celery import.
+
+Each prefork child owns one ``GpuRuntime``: its Whisper model(s), loaded once after fork, and
+a private asyncio loop with its own database engine (the async service functions are shared
+with the API). Every write after the claim presents the claim's fencing token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from service.db.engine import make_engine, make_sessionmaker
+from service.jobs import services
+from service.jobs.transcript import Transcript, TranscriptSegment, TranscriptWord
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.gpu.whisper import Segment, Transcription
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Progress writes are throttled: a row update per segment would be noise on long audio.
+PROGRESS_INTERVAL_SECONDS = 1.0
+MODELS_PER_CHILD = 2
+
+
+class AudioUnreadable(Exception):
+    """ffmpeg could not decode the stored audio: retrying would not help."""
+
+
+class GpuRuntime:
+    """One GPU child's model cache and database access."""
+
+    def __init__(self, settings: Settings) -> None:
+        from workers.gpu.whisper import choose_device
+
+        self.settings = settings
+        self.device = choose_device(settings.whisper_device)
+        self._loop = asyncio.new_event_loop()
+        self._engine = make_engine(settings, pool_size=2)
+        self.sessions = make_sessionmaker(self._engine)
+        self._models: OrderedDict[str, Any] = OrderedDict()
+
+    def db(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one database coroutine on this child's loop."""
+        return self._loop.run_until_complete(coro)
+
+    def model(self, name: str) -> Any:
+        """The named Whisper model, loaded on first use and kept (a couple per child)."""
+        from workers.gpu.whisper import load_model
+
+        if name not in self._models:
+            started = time.perf_counter()
+            self._models[name] = load_model(name, self.settings.models_dir, self.device)
+            log.info(
+                "loaded Whisper %r on %s in %.1f s", name, self.device, time.perf_counter() - started
+            )
+            while len(self._models) > MODELS_PER_CHILD:
+                self._models.popitem(last=False)
+        self._models.move_to_end(name)
+        return self._models[name]
+
+    def close(self) -> None:
+        """Dispose of the engine and the loop."""
+        self.db(self._engine.dispose())
+        self._loop.close()
+
+
+def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
+    """Transcribe one job end to end; returns ``completed``, ``failed`` or ``skipped``.
+
+    ``skipped`` means the message was a duplicate or came late (the job is finished, held by
+    a live worker, cancelled or deleted): nothing is transcribed. The transcript and the
+    final status are committed in one transaction, only if this claim still holds the job.
+    """
+    job_uuid = uuid.UUID(job_id)
+    claim = runtime.db(_claim(runtime, job_uuid, worker))
+    if claim is None:
+        log.info("job %s: nothing to do (duplicate, finished or held elsewhere)", job_id)
+        return "skipped"
+    log.info("job %s: claimed (attempt %d) on %s", job_id, claim.token, worker)
+    try:
+        if not claim.audio_path or not Path(claim.audio_path).is_file():
+            raise AudioUnreadable("the job's audio file is missing")
+        model = runtime.model(claim.model)
+        result = _transcribe(runtime, claim, model)
+    except AudioUnreadable as exc:
+        return _fail(runtime, claim, "invalid_audio", str(exc))
+    except Exception as exc:
+        if _is_time_limit(exc):
+            return _fail(runtime, claim, "time_limit_exceeded", "transcription took too long")
+        log.exception("job %s: transcription failed", job_id)
+        return _fail(runtime, claim, "transcription_failed", f"{type(exc).__name__}: {exc}")
+    transcript = to_transcript(result)
+    if runtime.db(_complete(runtime, claim, transcript)):
+        log.info(
+            "job %s: completed, %.1f s of audio, %d segments",
+            job_id,
+            transcript.duration,
+            len(transcript.segments),
+        )
+        return "completed"
+    log.info("job %s: finished but no longer ours (cancelled or fenced out)", job_id)
+    return "skipped"
+
+
+async def _claim(runtime: GpuRuntime, job_id: uuid.UUID, worker: str) -> services.Claim | None:
+    async with runtime.sessions() as session, session.begin():
+        seconds = await services.audio_seconds(session, job_id)
+        return await services.claim_job(
+            session,
+            job_id,
+            worker=worker,
+            lease_seconds=runtime.settings.transcribe_time_limit(seconds),
+            max_attempts=runtime.settings.max_attempts,
+        )
+
+
+def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Transcription:
+    from workers.gpu.whisper import transcribe
+
+    duration = claim.audio_seconds or 0.0
+    last = 0.0
+
+    def on_segment(segment: Segment) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL_SECONDS and duration > 0:
+            last = now
+            percent = min(99.0, 100.0 * segment.end / duration)
+            runtime.db(_progress(runtime, claim, "transcribing", percent))
+
+    runtime.db(_progress(runtime, claim, "transcribing", 0.0))
+    try:
+        return transcribe(
+            model,
+            Path(str(claim.audio_path)),
+            language=claim.language,
+            word_timestamps=claim.word_timestamps,
+            initial_prompt=claim.initial_prompt,
+            fp16=runtime.device.startswith("cuda"),
+            on_segment=on_segment,
+        )
+    except RuntimeError as exc:
+        # whisper.load_audio wraps ffmpeg's failure this way.
+        if "Failed to load audio" in str(exc):
+            raise AudioUnreadable(str(exc).splitlines()[0]) from exc
+        raise
+
+
+async def _progress(runtime: GpuRuntime, claim: services.Claim, stage: str, percent: float) -> None:
+    async with runtime.sessions() as session, session.begin():
+        await services.report_progress(session, claim, stage=stage, percent=percent)
+
+
+async def _complete(runtime: GpuRuntime, claim: services.Claim, transcript: Transcript) -> bool:
+    async with runtime.sessions() as session:
+        async with session.begin():
+            if await services.complete_job(session, claim, transcript):
+                return True
+            await session.rollback()
+            return False
+
+
+def _fail(runtime: GpuRuntime, claim: services.Claim, code: str, detail: str) -> str:
+    async def fail() -> bool:
+        async with runtime.sessions() as session, session.begin():
+            return await services.fail_job(
+                session, claim.job_id, code=code, detail=detail, token=claim.token
+            )
+
+    runtime.db(fail())
+    log.info("job %s: failed: %s (%s)", claim.job_id, code, detail)
+    return "failed"
+
+
+def _is_time_limit(exc: BaseException) -> bool:
+    return type(exc).__name__ in {"SoftTimeLimitExceeded", "TimeLimitExceeded"}
+
+
+def to_transcript(result: Transcription) -> Transcript:
+    """The storable transcript of a Whisper result."""
+    return Transcript(
+        text=result.text,
+        language=result.language,
+        duration=result.duration,
+        segments=[
+            TranscriptSegment(
+                id=s.id,
+                start=s.start,
+                end=s.end,
+                text=s.text,
+                words=[
+                    TranscriptWord(word=w.word, start=w.start, end=w.end, probability=w.probability)
+                    for w in s.words
+                ]
+                if s.words is not None
+                else None,
+                avg_logprob=s.avg_logprob,
+                no_speech_prob=s.no_speech_prob,
+                temperature=s.temperature,
+                compression_ratio=s.compression_ratio,
+                tokens=s.tokens,
+            )
+            for s in result.segments
+        ],
+    )

@@ -1,0 +1,146 @@
+"""Fetching a job's audio from its ``audio_url`` (async, on the IO pool).
+
+Downloads with the shared httpx client straight to disk under a byte cap, probes the file,
+then records it on the job and enqueues transcription in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.audio import content_type_accepted, probe_audio
+from service.errors import EmptyFile, PayloadTooLarge, StenoError, UnsupportedMediaType
+from service.jobs import services
+from service.jobs.dispatch import TRANSCRIBE
+from service.jobs.uploads import incoming_path
+from service.outbox import add_message, publish_pending
+from service.settings import Settings
+from workers.io.runtime import Retry
+
+log = logging.getLogger(__name__)
+
+MAX_TRIES = 4
+
+
+class FetchFailed(StenoError):
+    """The URL could not be read (the server refused, answered an error, or is unreachable)."""
+
+    code = "url_unreadable"
+    status_code = 422
+
+
+async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
+    """Fetch, check and store the audio of a queued URL job, then hand it to the GPU queue.
+
+    Returns what it did (``fetched``, ``skipped`` or ``failed``). Transient network errors
+    raise ``Retry`` with exponential backoff up to ``MAX_TRIES``; anything the client must
+    fix fails the job with a clear code.
+    """
+    settings: Settings = ctx["settings"]
+    sessions = ctx["sessions"]
+    job_uuid = uuid.UUID(job_id)
+    async with sessions() as session, session.begin():
+        try:
+            job = await services.get_job(session, job_uuid)
+        except StenoError:
+            return "skipped"
+        if job.status != "queued" or job.audio_path or not job.audio_url:
+            return "skipped"
+        url = job.audio_url
+        await services.set_stage(session, job_uuid, "fetching")
+
+    settings.audio_dir.mkdir(parents=True, exist_ok=True)
+    final = incoming_path(settings.audio_dir, job_uuid)
+    part = final.with_name(f"{final.name}.{ctx['job_id']}.part")
+    try:
+        content_type, size = await _download(ctx["http"], url, part, settings.max_upload_bytes)
+        if not content_type_accepted(content_type):
+            raise UnsupportedMediaType(f"the URL serves {content_type!r}, not audio")
+        info = await probe_audio(
+            part, max_seconds=settings.max_audio_seconds, run=ctx["run_process"]
+        )
+    except StenoError as exc:
+        _discard(part)
+        return await _fail(ctx, job_uuid, exc)
+    except Exception as exc:
+        # Network trouble, a 5xx, or our own bug: try again later, then give up clearly.
+        _discard(part)
+        if ctx["job_try"] < MAX_TRIES:
+            log.warning("job %s: fetch attempt %d failed: %r", job_id, ctx["job_try"], exc)
+            raise Retry(defer=2.0 ** ctx["job_try"]) from exc
+        detail = str(exc) or type(exc).__name__
+        return await _fail(ctx, job_uuid, FetchFailed(f"could not fetch {url}: {detail}"))
+    except BaseException:
+        _discard(part)
+        raise
+
+    part.replace(final)
+    async with sessions() as session, session.begin():
+        attached = await services.attach_audio(
+            session,
+            job_uuid,
+            audio_path=str(final),
+            audio_bytes=size,
+            audio_seconds=info.duration,
+            content_type=content_type,
+        )
+        outbox_id = None
+        if attached:
+            outbox_id = await add_message(
+                session,
+                TRANSCRIBE,
+                [job_id],
+                job_id=job_uuid,
+                time_limit=settings.transcribe_time_limit(info.duration),
+            )
+    if outbox_id is None:
+        # Cancelled or deleted while we fetched (or a duplicate won): keep nothing.
+        _discard(final)
+        return "skipped"
+    await publish_pending(sessions, ctx["publisher"], ids=[outbox_id], offload=ctx["in_hub"])
+    return "fetched"
+
+
+class _ServerError(Exception):
+    """A 5xx or 429 answer: worth trying again later."""
+
+
+async def _download(
+    client: httpx.AsyncClient, url: str, dest: Path, max_bytes: int
+) -> tuple[str | None, int]:
+    async with client.stream("GET", url) as response:
+        if response.status_code >= 500 or response.status_code == 429:
+            raise _ServerError(f"the server answered {response.status_code}")
+        if response.status_code >= 400:
+            raise FetchFailed(f"the server answered {response.status_code} for {url}")
+        announced = response.headers.get("content-length")
+        if announced and announced.isdigit() and int(announced) > max_bytes:
+            raise PayloadTooLarge(f"the audio at the URL is larger than {max_bytes} bytes")
+        size = 0
+        with dest.open("wb") as out:
+            async for chunk in response.aiter_bytes(256 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"the audio at the URL is larger than {max_bytes} bytes")
+                out.write(chunk)
+    if size == 0:
+        raise EmptyFile("the URL served an empty file")
+    return response.headers.get("content-type"), size
+
+
+async def _fail(ctx: dict[str, Any], job_id: uuid.UUID, error: StenoError) -> str:
+    log.info("job %s failed while fetching: %s %s", job_id, error.code, error.detail)
+    async with ctx["sessions"]() as session, session.begin():
+        await services.fail_job(session, job_id, code=error.code, detail=error.detail)
+    return "failed"
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
