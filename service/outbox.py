@@ -76,9 +76,7 @@ async def publish_pending(
     if ids is not None:
         query = query.where(OutboxMessage.id.in_(list(ids)))
     if older_than > 0:
-        query = query.where(
-            OutboxMessage.created_at < func.now() - timedelta(seconds=older_than)
-        )
+        query = query.where(OutboxMessage.created_at < func.now() - timedelta(seconds=older_than))
     published = 0
     async with sessionmaker() as session, session.begin():
         for message in (await session.scalars(query)).all():

@@ -81,7 +81,7 @@ class Settings:
 
     @property
     def visibility_timeout(self) -> int:
-        """Redis visibility timeout: twice the longest hard limit, so no live task is redelivered."""
+        """Redis visibility timeout: twice the longest hard limit (no live task is redelivered)."""
         return int(2 * self.max_time_limit)
 
     def transcribe_time_limit(self, audio_seconds: float | None) -> float:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import ClassVar
 
 import msgspec
 from celery import Celery
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -67,7 +68,7 @@ class WorkerCensus:
 class HealthController(Controller):
     """Probes for load balancers and orchestrators."""
 
-    tags = ["health"]
+    tags: ClassVar[list[str]] = ["health"]
 
     @get("/healthz", summary="Liveness: the API process is up")
     async def healthz(self) -> dict[str, str]:
@@ -76,7 +77,10 @@ class HealthController(Controller):
 
     @get("/readyz", summary="Readiness: PostgreSQL, Redis and a worker per queue answer")
     async def readyz(
-        self, engine: AsyncEngine, redis: Redis, census: WorkerCensus
+        self,
+        engine: NamedDependency[AsyncEngine],
+        redis: NamedDependency[Redis],
+        census: NamedDependency[WorkerCensus],
     ) -> Response[Readiness]:
         """200 when ready, 503 (with every check's detail) when not."""
         database, cache, workers = await asyncio.gather(
@@ -103,5 +107,3 @@ async def _check_redis(redis: Redis) -> Check:
     except Exception as exc:
         return Check(ok=False, detail=f"Redis unreachable: {type(exc).__name__}")
     return Check(ok=True, detail="ok")
-
-

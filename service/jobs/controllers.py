@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.broker import Publisher
@@ -53,7 +54,7 @@ class JobController(Controller):
     """Submit, inspect, list, cancel and delete transcription jobs; fetch transcripts."""
 
     path = "/v1/jobs"
-    tags = ["jobs"]
+    tags: ClassVar[list[str]] = ["jobs"]
 
     @post(
         "/",
@@ -70,9 +71,9 @@ class JobController(Controller):
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        sessions: async_sessionmaker[AsyncSession],
-        settings: Settings,
-        publisher: Publisher,
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        settings: NamedDependency[Settings],
+        publisher: NamedDependency[Publisher],
     ) -> Response[JobView]:
         """Accept a job and publish its first task after the commit (in the background)."""
         content_type = request.headers.get("content-type", "")
@@ -97,10 +98,10 @@ class JobController(Controller):
     @get("/", summary="List jobs, newest first")
     async def list_jobs(
         self,
-        sessions: async_sessionmaker[AsyncSession],
-        status: JobStatus | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
-        cursor: str | None = None,
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        status: FromQuery[JobStatus | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        cursor: FromQuery[str | None] = None,
     ) -> JobPage:
         """One page of jobs, optionally of one status; follow ``next_cursor`` for more."""
         async with sessions() as session:
@@ -110,7 +111,9 @@ class JobController(Controller):
         return JobPage(items=[JobView.from_row(j) for j in jobs], next_cursor=next_cursor)
 
     @get("/{job_id:str}", summary="Get a job")
-    async def get_job(self, job_id: str, sessions: async_sessionmaker[AsyncSession]) -> JobView:
+    async def get_job(
+        self, job_id: FromPath[str], sessions: NamedDependency[async_sessionmaker[AsyncSession]]
+    ) -> JobView:
         """The job's status, progress, error and timings."""
         async with sessions() as session:
             return JobView.from_row(await services.get_job(session, parse_job_id(job_id)))
@@ -123,11 +126,11 @@ class JobController(Controller):
     )
     async def transcript(
         self,
-        job_id: str,
-        sessions: async_sessionmaker[AsyncSession],
+        job_id: FromPath[str],
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
         format: Annotated[
             TranscriptFormat,
-            Parameter(examples=[Example(value="srt")], description="output format"),
+            QueryParameter(examples=[Example(value="srt")], description="output format"),
         ] = TranscriptFormat.JSON,
     ) -> Response[bytes]:
         """The transcript rendered in the asked format."""
@@ -137,14 +140,18 @@ class JobController(Controller):
         return Response(content=body, media_type=media_type)
 
     @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a job")
-    async def cancel(self, job_id: str, sessions: async_sessionmaker[AsyncSession]) -> JobView:
+    async def cancel(
+        self, job_id: FromPath[str], sessions: NamedDependency[async_sessionmaker[AsyncSession]]
+    ) -> JobView:
         """Cancel a queued or running job; 409 when it already completed or failed."""
         async with sessions() as session, session.begin():
             job = await services.cancel_job(session, parse_job_id(job_id))
         return JobView.from_row(job)
 
     @delete("/{job_id:str}", status_code=204, summary="Delete a job, its audio and transcript")
-    async def remove(self, job_id: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+    async def remove(
+        self, job_id: FromPath[str], sessions: NamedDependency[async_sessionmaker[AsyncSession]]
+    ) -> None:
         """Delete the job row (with its transcript) and then its audio file."""
         async with sessions() as session, session.begin():
             audio_path = await services.delete_job(session, parse_job_id(job_id))
@@ -154,13 +161,13 @@ class JobController(Controller):
 
 
 def _accepted_response(
-    accepted: Accepted, sessions: async_sessionmaker[AsyncSession], publisher: Publisher
+    accepted: Accepted,
+    sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+    publisher: Publisher,
 ) -> Response[JobView]:
     return Response(
         JobView.from_row(accepted.job),
         status_code=202,
         headers={"Location": f"/v1/jobs/{accepted.job.id}"},
-        background=BackgroundTask(
-            publish_pending, sessions, publisher, ids=[accepted.outbox_id]
-        ),
+        background=BackgroundTask(publish_pending, sessions, publisher, ids=[accepted.outbox_id]),
     )

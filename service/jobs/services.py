@@ -180,7 +180,12 @@ async def delete_job(session: AsyncSession, job_id: uuid.UUID) -> str | None:
 
 
 async def claim_job(
-    session: AsyncSession, job_id: uuid.UUID, *, worker: str, lease_seconds: float, max_attempts: int
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    *,
+    worker: str,
+    lease_seconds: float,
+    max_attempts: int,
 ) -> Claim | None:
     """Move a queued job (or a running one whose lease ran out) to running, bumping attempts.
 

@@ -21,8 +21,8 @@ from service.db.models import Job
 from service.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
 from service.jobs import services
 from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE
-from service.jobs.schemas import SubmitUrl
 from service.jobs.formats import LANGUAGE_NAMES
+from service.jobs.schemas import SubmitUrl
 from service.jobs.uploads import incoming_path, receive_upload
 from service.outbox import add_message
 from service.settings import Settings

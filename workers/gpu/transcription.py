@@ -62,7 +62,10 @@ class GpuRuntime:
             started = time.perf_counter()
             self._models[name] = load_model(name, self.settings.models_dir, self.device)
             log.info(
-                "loaded Whisper %r on %s in %.1f s", name, self.device, time.perf_counter() - started
+                "loaded Whisper %r on %s in %.1f s",
+                name,
+                self.device,
+                time.perf_counter() - started,
             )
             while len(self._models) > MODELS_PER_CHILD:
                 self._models.popitem(last=False)

@@ -499,6 +499,8 @@ def install_model(name: str, model_dir: Path, *, log: Callable[[str], None] = pr
             torch.save(checkpoint, out)
             out.flush()
             os.fsync(out.fileno())
+        # mkstemp creates the file 0600; workers often run as another user than the installer.
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -206,7 +206,7 @@ def _install_segment_tap() -> None:
 
     # `import whisper.transcribe` would yield the function: whisper/__init__ re-exports
     # transcribe under the submodule's name.
-    whisper_transcribe = importlib.import_module("whisper.transcribe")
+    whisper_transcribe: Any = importlib.import_module("whisper.transcribe")
 
     transcribe_code = whisper_transcribe.transcribe.__code__
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[..., Awaitable[Any]]
 
 
-class Retry(Exception):  # noqa: N818 - arq's name
+class Retry(Exception):
     """Raised by a handler to run the job again after ``defer`` seconds (arq's contract)."""
 
     def __init__(self, defer: float = 0.0) -> None:

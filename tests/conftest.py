@@ -1,0 +1,188 @@
+"""Shared fixtures: real PostgreSQL, Redis, Celery worker processes and the API.
+
+The suite uses its own database (``steno_test``, recreated per run) and Redis database
+(15, flushed per run) on the configured servers; when none answers it starts private ones.
+Override with ``STENO_TEST_DATABASE_URL`` / ``STENO_TEST_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.app import create_app
+from service.cli import migrate, process_argv
+from service.db.engine import make_engine, make_sessionmaker
+from service.infra import asyncpg_dsn, resolve_services
+from service.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+FINAL = ("completed", "failed", "cancelled")
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings for the whole run, pointing at a fresh test database and Redis db."""
+    database_url = os.environ.get(
+        "STENO_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/steno_test"
+    )
+    redis_url = os.environ.get("STENO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    state = tmp_path_factory.mktemp("services")
+    database_url, redis_url, private = resolve_services(database_url, redis_url, state)
+    asyncio.run(_recreate_database(database_url))
+    redis.Redis.from_url(redis_url).flushdb()
+    data_dir = tmp_path_factory.mktemp("steno-data")
+    base = load_settings()
+    test_settings = load_settings(
+        {},
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=data_dir,
+        model_dir=base.models_dir.resolve(),
+        io_concurrency=50,
+        db_pool_size=10,
+        outbox_sweep_seconds=1.0,
+        outbox_grace_seconds=0.5,
+        log_level="INFO",
+    )
+    migrate(test_settings)
+    yield test_settings
+    if private is not None:
+        private.stop()
+
+
+async def _recreate_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    connection = await asyncpg.connect(asyncpg_dsn(url, database="postgres"))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a Steno child process runs with under these settings."""
+    return {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1", **extra}
+
+
+class WorkerProcess:
+    """A real Steno process (``worker-io``, ``worker-gpu``, ``beat``) with its log file."""
+
+    def __init__(self, name: str, settings: Settings, log_dir: Path, **env: str) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            process_argv(name, settings),
+            env=child_env(settings, **env),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The main process's pid."""
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL the whole process group after ``timeout``."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+def wait_for_queues(settings: Settings, queues: set[str], timeout: float = 120.0) -> None:
+    """Block until some worker consumes each of ``queues`` (asked over the broker)."""
+    from celery import Celery
+
+    app = Celery(broker=settings.broker, set_as_current=False)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            replies = app.control.inspect(timeout=1.0).active_queues() or {}
+            seen = {q["name"] for qs in replies.values() for q in qs}
+            if queues <= seen:
+                return
+            time.sleep(0.5)
+    finally:
+        app.close()
+    raise TimeoutError(f"no worker consumed {queues} within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def workers(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, WorkerProcess]]:
+    """One IO worker, one GPU worker (one child, model loaded) and beat, for the session."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    started = {
+        name: WorkerProcess(name, settings, log_dir)
+        for name in ("worker-io", "worker-gpu", "beat")
+    }
+    try:
+        wait_for_queues(settings, {"io", "gpu"})
+        yield started
+    finally:
+        for process in started.values():
+            process.stop()
+
+
+@pytest.fixture(scope="session")
+async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the test database, for checking what the service wrote."""
+    engine = make_engine(settings, pool_size=5)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def api(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The real Litestar app, in process, on the test database and broker."""
+    async with AsyncTestClient(create_app(settings), timeout=60) as client:
+        yield client
+
+
+async def wait_for_job(
+    client: AsyncTestClient[Any] | httpx.AsyncClient, job_id: str, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Poll ``GET /v1/jobs/{id}`` until the job is final; returns the last view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] in FINAL:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s: {job}")
+        await asyncio.sleep(0.25)
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    """The interpreter running the suite (the project's virtualenv)."""
+    return sys.executable
