@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -142,8 +141,7 @@ def workers(
     """One IO worker, one GPU worker (one child, model loaded) and beat, for the session."""
     log_dir = tmp_path_factory.mktemp("logs")
     started = {
-        name: WorkerProcess(name, settings, log_dir)
-        for name in ("worker-io", "worker-gpu", "beat")
+        name: WorkerProcess(name, settings, log_dir) for name in ("worker-io", "worker-gpu", "beat")
     }
     try:
         wait_for_queues(settings, {"io", "gpu"})
@@ -182,7 +180,22 @@ async def wait_for_job(
         await asyncio.sleep(0.25)
 
 
-@pytest.fixture(scope="session")
-def python() -> str:
-    """The interpreter running the suite (the project's virtualenv)."""
-    return sys.executable
+_MEASURED: list[tuple[str, float, str]] = []
+
+
+@pytest.fixture
+def wer_log() -> Any:
+    """Record a measured word error rate; the run's summary lists them all."""
+
+    def record(name: str, wer: float, text: str) -> None:
+        _MEASURED.append((name, wer, text))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the word error rates the end-to-end tests measured."""
+    if _MEASURED:
+        terminalreporter.section("word error rate (tiny.en, espeak-ng speech)")
+        for name, wer, text in _MEASURED:
+            terminalreporter.write_line(f"{name:>12}: WER {wer:.3f}  {text.strip()!r}")

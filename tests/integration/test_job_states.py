@@ -1,0 +1,327 @@
+"""The job state machine on the real database: claims, fencing, final writes, cancel, delete.
+
+Each test calls ``service.jobs.services`` directly, committing each step in its own
+transaction the way the API and the workers do, and reads back what PostgreSQL holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.models import Job, OutboxMessage, Transcript
+from service.errors import JobAlreadyFinished, JobNotFound
+from service.jobs import services
+from service.jobs.dispatch import TRANSCRIBE
+from service.jobs.transcript import Transcript as TranscriptData
+from service.jobs.transcript import TranscriptSegment
+from service.outbox import add_message
+
+Sessions = async_sessionmaker[AsyncSession]
+
+LEASE = 600.0
+MAX_ATTEMPTS = 3
+TRANSCRIPT = TranscriptData(
+    text="hello from the state machine",
+    language="en",
+    duration=2.5,
+    segments=[TranscriptSegment(id=0, start=0.0, end=2.5, text="hello from the state machine")],
+)
+
+
+async def _new_job(sessions: Sessions, *, with_outbox: bool = False) -> uuid.UUID:
+    job_id = uuid.uuid4()
+    async with sessions() as session, session.begin():
+        await services.create_job(
+            session,
+            services.NewJob(
+                id=job_id,
+                source="upload",
+                model="tiny.en",
+                audio_path=f"/nonexistent/{job_id}.wav",
+                audio_seconds=2.5,
+            ),
+        )
+        if with_outbox:
+            await add_message(session, TRANSCRIBE, [str(job_id)], job_id=job_id, time_limit=60.0)
+    return job_id
+
+
+async def _claim(
+    sessions: Sessions, job_id: uuid.UUID, *, worker: str = "w1", max_attempts: int = MAX_ATTEMPTS
+) -> services.Claim | None:
+    async with sessions() as session, session.begin():
+        return await services.claim_job(
+            session, job_id, worker=worker, lease_seconds=LEASE, max_attempts=max_attempts
+        )
+
+
+async def _expire_lease(sessions: Sessions, job_id: uuid.UUID, **values: Any) -> None:
+    """Pretend the holder died: its lease ran out a minute ago."""
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=func.now() - timedelta(minutes=1), **values)
+        )
+
+
+async def _job(sessions: Sessions, job_id: uuid.UUID) -> Job:
+    async with sessions() as session:
+        job = await session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+async def _transcript_rows(sessions: Sessions, job_id: uuid.UUID) -> int:
+    async with sessions() as session:
+        query = select(func.count()).select_from(Transcript).where(Transcript.job_id == job_id)
+        return int(await session.scalar(query) or 0)
+
+
+async def _complete(sessions: Sessions, claim: services.Claim) -> bool:
+    async with sessions() as session, session.begin():
+        done = await services.complete_job(session, claim, TRANSCRIPT)
+        if not done:
+            await session.rollback()
+        return done
+
+
+async def test_a_queued_job_is_claimed_exactly_once(sessions: Sessions) -> None:
+    # given a queued job
+    job_id = await _new_job(sessions)
+
+    # when two workers claim it one after the other
+    first = await _claim(sessions, job_id, worker="w1")
+    second = await _claim(sessions, job_id, worker="w2")
+
+    # then only the first holds it, with fencing token 1
+    assert first is not None
+    assert first.token == 1
+    assert first.model == "tiny.en"
+    assert second is None
+    job = await _job(sessions, job_id)
+    assert (job.status, job.attempts, job.worker) == ("running", 1, "w1")
+    assert job.lease_expires_at is not None
+    assert job.started_at is not None
+
+
+async def test_a_stale_token_can_not_complete_fail_or_report_progress(sessions: Sessions) -> None:
+    # given a running job held with token 1, and a claim presenting a token that never held it
+    job_id = await _new_job(sessions)
+    claim = await _claim(sessions, job_id)
+    assert claim is not None
+    stale = dataclasses.replace(claim, token=claim.token + 1)
+
+    # when the stale holder reports progress, completes and fails
+    async with sessions() as session, session.begin():
+        progressed = await services.report_progress(
+            session, stale, stage="transcribing", percent=50.0
+        )
+    completed = await _complete(sessions, stale)
+    async with sessions() as session, session.begin():
+        failed = await services.fail_job(
+            session, job_id, code="transcription_failed", detail="boom", token=stale.token
+        )
+
+    # then every write is refused and nothing changed
+    assert (progressed, completed, failed) == (False, False, False)
+    job = await _job(sessions, job_id)
+    assert (job.status, job.attempts, job.progress_stage) == ("running", 1, "starting")
+    assert job.progress_percent == 0.0
+    assert job.error_code is None
+    assert job.finished_at is None
+    assert await _transcript_rows(sessions, job_id) == 0
+
+
+async def test_complete_writes_transcript_and_status_in_one_transaction(
+    sessions: Sessions,
+) -> None:
+    # given a running job
+    job_id = await _new_job(sessions)
+    claim = await _claim(sessions, job_id)
+    assert claim is not None
+
+    # when a completion is rolled back instead of committed
+    async with sessions() as session:
+        async with session.begin():
+            assert await services.complete_job(session, claim, TRANSCRIPT)
+            await session.rollback()
+
+    # then neither the status nor the transcript was written
+    job = await _job(sessions, job_id)
+    assert job.status == "running"
+    assert await _transcript_rows(sessions, job_id) == 0
+
+    # when the completion is committed
+    assert await _complete(sessions, claim)
+
+    # then both are there together
+    job = await _job(sessions, job_id)
+    assert (job.status, job.progress_percent, job.language) == ("completed", 100.0, "en")
+    assert job.finished_at is not None
+    assert job.lease_expires_at is None
+    assert await _transcript_rows(sessions, job_id) == 1
+    async with sessions() as session:
+        transcript = await services.get_transcript(session, job_id)
+    assert transcript == TRANSCRIPT
+
+    # and completing again with the same token writes nothing more
+    assert not await _complete(sessions, claim)
+    assert await _transcript_rows(sessions, job_id) == 1
+
+
+async def test_an_expired_job_past_max_attempts_fails_instead_of_being_claimed(
+    sessions: Sessions,
+) -> None:
+    # given a running job that already used every attempt and whose holder died
+    job_id = await _new_job(sessions)
+    await _expire_lease(sessions, job_id, status="running", attempts=MAX_ATTEMPTS)
+
+    # when a redelivered message tries to claim it
+    claim = await _claim(sessions, job_id)
+
+    # then it is failed with a clear reason instead
+    assert claim is None
+    job = await _job(sessions, job_id)
+    assert job.status == "failed"
+    assert job.error_code == "too_many_attempts"
+    assert job.attempts == MAX_ATTEMPTS
+    assert job.finished_at is not None
+    assert job.lease_expires_at is None
+
+
+async def test_a_job_with_a_live_lease_is_not_failed_for_its_attempts(
+    sessions: Sessions,
+) -> None:
+    # given a running job on its last attempt, held by a live worker
+    job_id = await _new_job(sessions)
+    for _ in range(MAX_ATTEMPTS):
+        await _expire_lease(sessions, job_id)
+        assert await _claim(sessions, job_id) is not None
+
+    # when a duplicate message arrives
+    claim = await _claim(sessions, job_id)
+
+    # then it does nothing: the live holder keeps the job
+    assert claim is None
+    job = await _job(sessions, job_id)
+    assert (job.status, job.attempts, job.error_code) == ("running", MAX_ATTEMPTS, None)
+
+
+async def test_an_expired_lease_is_reclaimed_and_the_old_holder_fenced_out(
+    sessions: Sessions,
+) -> None:
+    # given a running job whose first holder's lease ran out
+    job_id = await _new_job(sessions)
+    old = await _claim(sessions, job_id, worker="w1")
+    assert old is not None
+    await _expire_lease(sessions, job_id)
+
+    # when another worker claims it
+    new = await _claim(sessions, job_id, worker="w2")
+
+    # then the new holder has token 2 and the old one can no longer write
+    assert new is not None
+    assert (old.token, new.token) == (1, 2)
+    job = await _job(sessions, job_id)
+    assert (job.status, job.attempts, job.worker) == ("running", 2, "w2")
+    assert not await _complete(sessions, old)
+    async with sessions() as session, session.begin():
+        assert not await services.report_progress(session, old, stage="x", percent=1.0)
+        assert not await services.fail_job(session, job_id, code="c", detail="d", token=old.token)
+    assert (await _job(sessions, job_id)).status == "running"
+    assert await _transcript_rows(sessions, job_id) == 0
+
+    # and the new holder completes it
+    assert await _complete(sessions, new)
+    assert (await _job(sessions, job_id)).status == "completed"
+    assert await _transcript_rows(sessions, job_id) == 1
+
+
+async def test_cancelling_a_queued_job(sessions: Sessions) -> None:
+    # given a queued job
+    job_id = await _new_job(sessions)
+
+    # when it is cancelled
+    async with sessions() as session, session.begin():
+        job = await services.cancel_job(session, job_id)
+
+    # then it is cancelled and no worker can claim it any more
+    assert job.status == "cancelled"
+    stored = await _job(sessions, job_id)
+    assert (stored.status, stored.cancel_requested) == ("cancelled", True)
+    assert stored.finished_at is not None
+    assert await _claim(sessions, job_id) is None
+    assert (await _job(sessions, job_id)).attempts == 0
+
+    # and cancelling again is a no-op
+    async with sessions() as session, session.begin():
+        assert (await services.cancel_job(session, job_id)).status == "cancelled"
+
+
+async def test_cancelling_a_running_job_fences_out_its_worker(sessions: Sessions) -> None:
+    # given a running job
+    job_id = await _new_job(sessions)
+    claim = await _claim(sessions, job_id)
+    assert claim is not None
+
+    # when it is cancelled while the worker transcribes
+    async with sessions() as session, session.begin():
+        job = await services.cancel_job(session, job_id)
+    assert job.status == "cancelled"
+
+    # then the worker's progress and completion are refused
+    async with sessions() as session, session.begin():
+        assert not await services.report_progress(session, claim, stage="x", percent=5.0)
+    assert not await _complete(sessions, claim)
+    stored = await _job(sessions, job_id)
+    assert stored.status == "cancelled"
+    assert await _transcript_rows(sessions, job_id) == 0
+
+
+async def test_cancelling_a_completed_job_is_refused(sessions: Sessions) -> None:
+    # given a completed job
+    job_id = await _new_job(sessions)
+    claim = await _claim(sessions, job_id)
+    assert claim is not None
+    assert await _complete(sessions, claim)
+
+    # when it is cancelled, then JobAlreadyFinished is raised and the job stays completed
+    with pytest.raises(JobAlreadyFinished):
+        async with sessions() as session, session.begin():
+            await services.cancel_job(session, job_id)
+    assert (await _job(sessions, job_id)).status == "completed"
+    assert await _transcript_rows(sessions, job_id) == 1
+
+
+async def test_deleting_a_job_removes_its_transcript_and_outbox_rows(sessions: Sessions) -> None:
+    # given a completed job with an outbox row and a transcript
+    job_id = await _new_job(sessions, with_outbox=True)
+    claim = await _claim(sessions, job_id)
+    assert claim is not None
+    assert await _complete(sessions, claim)
+    outbox = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.job_id == job_id)
+    async with sessions() as session:
+        assert await session.scalar(outbox) == 1
+    assert await _transcript_rows(sessions, job_id) == 1
+
+    # when it is deleted
+    async with sessions() as session, session.begin():
+        audio_path = await services.delete_job(session, job_id)
+
+    # then the job, its transcript and its outbox rows are gone, and its audio path returned
+    assert audio_path == f"/nonexistent/{job_id}.wav"
+    async with sessions() as session:
+        assert await session.get(Job, job_id) is None
+        assert await session.scalar(outbox) == 0
+    assert await _transcript_rows(sessions, job_id) == 0
+    with pytest.raises(JobNotFound):
+        async with sessions() as session, session.begin():
+            await services.delete_job(session, job_id)
