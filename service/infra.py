@@ -182,7 +182,7 @@ def _describe(exc: BaseException) -> str:
 
 # The timeout is part of the agreed signature and is handed to the drivers' own socket
 # timeouts as well, which an asyncio.timeout() around the call could not do.
-async def database_answers(url: str, timeout: float = 2.0) -> bool:  # noqa: ASYNC109
+async def database_answers(url: str, timeout: float = 2.0) -> bool:
     """Return True when a PostgreSQL server at ``url`` accepts our login within ``timeout``.
 
     The target database need not exist; a server that answers but rejects the credentials
@@ -191,7 +191,7 @@ async def database_answers(url: str, timeout: float = 2.0) -> bool:  # noqa: ASY
     return await _database_problem(url, timeout) is None
 
 
-async def redis_answers(url: str, timeout: float = 2.0) -> bool:  # noqa: ASYNC109
+async def redis_answers(url: str, timeout: float = 2.0) -> bool:
     """Return True when the Redis at ``url`` answers PING within ``timeout`` seconds."""
     return await _redis_problem(url, timeout) is None
 

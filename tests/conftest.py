@@ -8,9 +8,11 @@ Override with ``STENO_TEST_DATABASE_URL`` / ``STENO_TEST_REDIS_URL``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,12 +36,35 @@ FINAL = ("completed", "failed", "cancelled")
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def test_slot() -> Iterator[int]:
+    """A slot no other test run on this machine holds (runs may overlap: a developer and CI).
+
+    Slot N uses Redis database N and PostgreSQL database ``steno_test_N``, so two runs never
+    consume each other's task messages or drop each other's tables.
+    """
+    for slot in range(15, 7, -1):
+        handle = Path(tempfile.gettempdir(), f"steno-test-slot-{slot}.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield slot
+        finally:
+            handle.close()
+        return
+    raise RuntimeError("more than 8 test runs at once on this machine")
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterator[Settings]:
     """Settings for the whole run, pointing at a fresh test database and Redis db."""
     database_url = os.environ.get(
-        "STENO_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/steno_test"
+        "STENO_TEST_DATABASE_URL",
+        f"postgresql+asyncpg://postgres@127.0.0.1:5432/steno_test_{test_slot}",
     )
-    redis_url = os.environ.get("STENO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    redis_url = os.environ.get("STENO_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{test_slot}")
     state = tmp_path_factory.mktemp("services")
     database_url, redis_url, private = resolve_services(database_url, redis_url, state)
     asyncio.run(_recreate_database(database_url))

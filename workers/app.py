@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import celeryd_init
 
 from service.settings import Settings, load_settings
 from workers.routing import EXCHANGE, QUEUES, QueueName, TaskName, task_routes
@@ -58,3 +61,15 @@ def create_celery_app(settings: Settings) -> Celery:
 
 settings = load_settings()
 app = create_celery_app(settings)
+
+# The queues this worker process consumes (from ``-Q``); the GPU pool loads its model after
+# fork only when it serves ``gpu``. Set here because task modules are imported after the
+# worker's ``celeryd_init`` signal fires.
+worker_queues: set[str] = set()
+
+
+@celeryd_init.connect
+def _remember_queues(options: dict[str, Any] | None = None, **_: Any) -> None:
+    queues = (options or {}).get("queues") or []
+    names = queues.split(",") if isinstance(queues, str) else list(queues)
+    worker_queues.update(name.strip() for name in names)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 EXCHANGE = Exchange("steno", type="direct", durable=True)
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
@@ -54,7 +54,7 @@ class JobController(Controller):
     """Submit, inspect, list, cancel and delete transcription jobs; fetch transcripts."""
 
     path = "/v1/jobs"
-    tags: ClassVar[list[str]] = ["jobs"]
+    tags = ["jobs"]  # noqa: RUF012 - declared by Litestar as an instance attribute
 
     @post(
         "/",

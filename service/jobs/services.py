@@ -176,7 +176,8 @@ async def delete_job(session: AsyncSession, job_id: uuid.UUID) -> str | None:
     row = result.first()
     if row is None:
         raise JobNotFound(f"no job with id {job_id}")
-    return row.audio_path
+    path: str | None = row.audio_path
+    return path
 
 
 async def claim_job(

@@ -12,9 +12,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
-from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown
 
-from workers.app import app, settings
+from workers.app import app, settings, worker_queues
 from workers.routing import QueueName, TaskName
 
 if TYPE_CHECKING:
@@ -22,16 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_serves_gpu = False
 _runtime: GpuRuntime | None = None
-
-
-@celeryd_init.connect
-def _note_queues(options: dict[str, Any] | None = None, **_: Any) -> None:
-    global _serves_gpu
-    queues = (options or {}).get("queues") or []
-    names = queues.split(",") if isinstance(queues, str) else list(queues)
-    _serves_gpu = QueueName.GPU.value in names
 
 
 def runtime() -> GpuRuntime:
@@ -47,7 +38,7 @@ def runtime() -> GpuRuntime:
 
 @worker_process_init.connect
 def _load_model_after_fork(**_: Any) -> None:
-    if _serves_gpu:
+    if QueueName.GPU.value in worker_queues:
         log.info("GPU child %d: loading Whisper %r", os.getpid(), settings.whisper_model)
         runtime()
 
@@ -59,7 +50,7 @@ def _close_runtime(**_: Any) -> None:
 
 
 @app.task(name=TaskName.TRANSCRIBE.value, bind=True)
-def transcribe(self: Task, job_id: str) -> str:  # type: ignore[type-arg]
+def transcribe(self: Task, job_id: str) -> str:
     """Transcribe one job; duplicates and late messages are no-ops."""
     from workers.gpu.transcription import run_transcription
 

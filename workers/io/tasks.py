@@ -19,7 +19,7 @@ from workers.routing import TaskName
 log = logging.getLogger(__name__)
 
 
-def run_handler(task: Task, handler: Handler, *args: Any) -> Any:  # type: ignore[type-arg]
+def run_handler(task: Task, handler: Handler, *args: Any) -> Any:
     """Run an ARQ-style handler for this Celery task; ``Retry`` becomes a Celery retry."""
     runtime = get_runtime(settings, CeleryPublisher(app))
     request = task.request
@@ -38,13 +38,13 @@ def run_handler(task: Task, handler: Handler, *args: Any) -> Any:  # type: ignor
 
 
 @app.task(name=TaskName.FETCH_AUDIO.value, bind=True)
-def fetch_audio(self: Task, job_id: str) -> Any:  # type: ignore[type-arg]
+def fetch_audio(self: Task, job_id: str) -> Any:
     """Fetch a URL job's audio; see ``workers.io.fetch.fetch_audio``."""
     return run_handler(self, fetch_audio_handler, job_id)
 
 
 @app.task(name=TaskName.RELAY_OUTBOX.value, bind=True, acks_late=False)
-def relay_outbox(self: Task) -> Any:  # type: ignore[type-arg]
+def relay_outbox(self: Task) -> Any:
     """Publish outbox messages the fast path missed; see ``workers.io.relay``."""
     return run_handler(self, relay_outbox_handler)
 

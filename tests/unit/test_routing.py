@@ -1,0 +1,141 @@
+"""The API and the workers agree on task names, queues and the exchange, without sharing code.
+
+The API addresses tasks by name (``service/jobs/dispatch.py``); the workers declare them
+(``workers/routing.py``). A task the API sends that no worker registers, or routes to
+another queue, would sit in Redis forever.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from service.broker import CeleryPublisher
+from service.jobs import dispatch
+from service.jobs.dispatch import TaskRef
+from workers import routing
+
+ROOT = Path(__file__).resolve().parents[2]
+SENT_BY_API = [dispatch.TRANSCRIBE, dispatch.FETCH_AUDIO]
+
+
+@pytest.fixture(scope="module")
+def worker_app() -> Celery:
+    """The workers' Celery app with its task modules imported, as a worker process has it."""
+    from workers.app import app
+
+    app.loader.import_default_modules()
+    return app
+
+
+@pytest.mark.parametrize("task", SENT_BY_API, ids=lambda t: t.name)
+def test_each_task_the_api_sends_is_registered_by_the_workers(
+    worker_app: Celery, task: TaskRef
+) -> None:
+    # given a task the API publishes by name
+    # when the worker app's registry is looked up
+    # then a task of that exact name exists
+    assert task.name in worker_app.tasks
+    assert worker_app.tasks[task.name].name == task.name
+
+
+@pytest.mark.parametrize("task", SENT_BY_API, ids=lambda t: t.name)
+def test_each_task_the_api_sends_is_routed_to_the_same_queue(
+    worker_app: Celery, task: TaskRef
+) -> None:
+    # given a task the API sends to a queue
+    # when the workers' routing tables and Celery's own router resolve it
+    route = worker_app.amqp.router.route({}, task.name)
+
+    # then all of them name that queue, through the one exchange
+    assert routing.ROUTES[routing.TaskName(task.name)] == task.queue
+    assert routing.task_routes()[task.name] == {
+        "queue": task.queue,
+        "exchange": routing.EXCHANGE.name,
+        "routing_key": task.queue,
+    }
+    assert route["queue"].name == task.queue
+    assert route["queue"].routing_key == task.queue
+    assert route["queue"].exchange.name == routing.EXCHANGE.name
+
+
+def test_every_routed_queue_is_declared() -> None:
+    # given the routes and the declared queues
+    declared = {queue.name: queue for queue in routing.QUEUES}
+
+    # when each route's queue is looked up
+    # then it is declared, bound to the exchange with its own name as routing key
+    for queue in routing.ROUTES.values():
+        assert declared[queue.value].exchange.name == routing.EXCHANGE.name
+        assert declared[queue.value].routing_key == queue.value
+
+
+class _RecordingApp:
+    """Stands in for the producer's Celery app: keeps what ``send_task`` was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send_task(self, name: str, **options: Any) -> None:
+        self.sent.append({"name": name, **options})
+
+
+@pytest.mark.parametrize("task", SENT_BY_API, ids=lambda t: t.name)
+def test_the_api_publishes_through_the_workers_exchange(task: TaskRef) -> None:
+    # given the API's publisher over an app that records what it sends
+    app = _RecordingApp()
+    publisher = CeleryPublisher(app)  # type: ignore[arg-type]
+
+    # when it publishes a task the API sends
+    publisher.publish(task.name, task.queue, ["job-id"], None)
+
+    # then the message goes through the workers' exchange to the task's queue
+    [sent] = app.sent
+    assert dispatch.EXCHANGE == routing.EXCHANGE.name
+    assert sent["name"] == task.name
+    assert sent["exchange"].name == routing.EXCHANGE.name
+    assert sent["exchange"].type == routing.EXCHANGE.type
+    assert sent["routing_key"] == task.queue
+    assert sent["queue"].name == task.queue
+    assert sent["queue"].exchange.name == routing.EXCHANGE.name
+
+
+def test_the_worker_app_is_configured_for_at_least_once_delivery(worker_app: Celery) -> None:
+    # given the workers' Celery configuration
+    conf = worker_app.conf
+
+    # when its delivery settings are read
+    # then messages are acknowledged after the task, requeued when a child dies, taken one
+    # at a time, JSON only, and never redelivered while the longest task may still run
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json"
+    assert list(conf.accept_content) == ["json"]
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+
+
+def _modules_after_import(module: str) -> set[str]:
+    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded: list[Any] = json.loads(result.stdout)
+    return set(loaded)
+
+
+def test_importing_the_api_loads_neither_torch_whisper_nor_the_workers() -> None:
+    # given a fresh interpreter
+    # when it imports the API
+    loaded = _modules_after_import("service.app")
+
+    # then the GPU stack and the worker code stay out of the API process
+    assert "service.app" in loaded
+    heavy = {m for m in loaded if m.split(".")[0] in {"torch", "whisper", "workers"}}
+    assert heavy == set()
