@@ -1,0 +1,1 @@
+"""Benchmarks (``just bench``): figures are written to ``bench-results/``, never asserted."""

@@ -1,0 +1,35 @@
+"""``just bench``: run every benchmark and write its figures to ``bench-results/``.
+
+Benchmarks compare numbers measured side by side in one run; they are never timed unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from tests.bench import inference
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
+
+
+def main() -> int:
+    """Run the benchmarks, print a summary, write one JSON file per benchmark."""
+    RESULTS.mkdir(exist_ok=True)
+    machine = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name, run in (("inference", inference.run),):
+        started = time.perf_counter()
+        figures = run()
+        figures["machine"] = machine
+        figures["wall_seconds"] = round(time.perf_counter() - started, 1)
+        (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"{name}: {json.dumps(figures, indent=2)}")
+    print(f"figures written to {RESULTS}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
