@@ -105,7 +105,13 @@ def migrate(settings: Settings) -> None:
 
     if asyncio.run(ensure_database_exists(settings.database_url)):
         print("created the database")
-    config = Config(str(ROOT / "migrations" / "alembic.ini"))
+    # A source checkout has migrations/ beside service/; an installed package runs from
+    # a directory that holds them (the Docker images' WORKDIR).
+    folder = next(
+        (p for p in (ROOT / "migrations", Path.cwd() / "migrations") if p.is_dir()),
+        ROOT / "migrations",
+    )
+    config = Config(str(folder / "alembic.ini"))
     config.attributes["database_url"] = settings.database_url
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
