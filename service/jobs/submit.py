@@ -78,6 +78,8 @@ def parse_options(
     prompt = (initial_prompt or "").strip() or None
     if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
         raise ValidationFailed(f"initial_prompt is longer than {MAX_PROMPT_CHARS} characters")
+    if prompt is not None and "\x00" in prompt:
+        raise ValidationFailed("initial_prompt may not contain NUL characters")
     return JobOptions(model=chosen, language=code, word_timestamps=words, initial_prompt=prompt)
 
 
@@ -95,10 +97,16 @@ def _language(value: str | None) -> str | None:
 def check_audio_url(url: str) -> str:
     """An absolute http(s) URL with a host; raises ``InvalidUrl`` otherwise."""
     text = url.strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        # urlsplit and .port raise ValueError on a broken IPv6 host or an out-of-range port.
+        parts = urlsplit(text)
+        hostname, _ = parts.hostname, parts.port
+    except ValueError as exc:
+        raise InvalidUrl(f"audio_url is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not hostname:
         raise InvalidUrl("audio_url must be an absolute http:// or https:// URL")
-    if re.search(r"\s", text) or len(text) > 4096:
+    # Control characters (NUL above all, which PostgreSQL text can't store) never belong in a URL.
+    if re.search(r"[\s\x00-\x1f\x7f]", text) or len(text) > 4096:
         raise InvalidUrl("audio_url is not a valid URL")
     return text
 

@@ -68,6 +68,9 @@ class _Receiver:
 
     def on_header_end(self) -> None:
         name = self._header_field.decode("latin-1").strip().lower()
+        if b"\x00" in self._header_value:
+            # Part headers (filename, content type) are stored; PostgreSQL text can't hold NUL.
+            raise BadRequest("multipart part headers may not contain NUL characters")
         self._part.headers[name] = self._header_value.decode("utf-8", errors="replace").strip()
         self._header_field.clear()
         self._header_value.clear()

@@ -88,7 +88,7 @@ class SlowAudioServer(ThreadingHTTPServer):
 class _SlowHandler(BaseHTTPRequestHandler):
     server: SlowAudioServer
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         started = time.monotonic()
         peer_port = int(self.client_address[1])
         pid = _owner_pid(peer_port)
@@ -101,9 +101,7 @@ class _SlowHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.wfile.flush()
         with self.server.lock:
-            self.server.fetches.append(
-                Fetch(self.path, started, time.monotonic(), peer_port, pid)
-            )
+            self.server.fetches.append(Fetch(self.path, started, time.monotonic(), peer_port, pid))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

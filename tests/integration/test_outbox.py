@@ -146,9 +146,7 @@ async def _stage(sessions: Sessions, count: int) -> list[int]:
     ids = []
     async with sessions() as session, session.begin():
         for _ in range(count):
-            ids.append(
-                await add_message(session, TRANSCRIBE, [str(uuid.uuid4())], time_limit=42.0)
-            )
+            ids.append(await add_message(session, TRANSCRIBE, [str(uuid.uuid4())], time_limit=42.0))
         await session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))

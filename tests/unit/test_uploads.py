@@ -152,7 +152,11 @@ async def test_a_body_without_a_file_part_is_a_validation_error(tmp_path: Path, 
 
 @pytest.mark.parametrize(
     "content_type",
-    ["multipart/form-data", "multipart/form-data; charset=utf-8", 'multipart/form-data; boundary=""'],
+    [
+        "multipart/form-data",
+        "multipart/form-data; charset=utf-8",
+        'multipart/form-data; boundary=""',
+    ],
 )
 async def test_a_content_type_without_a_boundary_is_a_bad_request(
     tmp_path: Path, content_type: str
@@ -213,3 +217,15 @@ async def test_a_file_part_without_a_filename_is_still_the_audio(tmp_path: Path)
     assert dest.read_bytes() == b"RIFFdata"
     assert upload.filename is None
     assert "file" not in upload.fields
+
+
+async def test_a_nul_in_a_part_header_is_a_bad_request(tmp_path: Path) -> None:
+    # given a file part whose filename carries a NUL byte
+    dest = tmp_path / "upload.audio"
+    raw = body(file_part(b"RIFFdata", filename="a\x00.wav"))
+
+    # when it is received
+    # then it is a bad request (the name could not be stored) and nothing is left on disk
+    with pytest.raises(BadRequest, match="NUL"):
+        await receive_upload(Chunks(raw, 5), CONTENT_TYPE, dest=dest, max_bytes=4096)
+    assert not dest.exists()
