@@ -10,6 +10,18 @@ PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${STENO_TORCH_SPEC:-torch==2.13.0}"
 VENV=.venv
 say() { printf 'setup: %s\n' "$*"; }
+# pip's output goes to a log that is shown only when it fails.
+pip_install() {
+  local log
+  log="$(mktemp)"
+  if ! "$VENV/bin/pip" install --disable-pip-version-check "$@" >"$log" 2>&1; then
+    cat "$log"
+    rm -f "$log"
+    say "pip install $* failed"
+    exit 1
+  fi
+  rm -f "$log"
+}
 
 missing=()
 for bin in ffmpeg ffprobe espeak-ng; do
@@ -39,10 +51,10 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   # torch first and pinned: a loose requirement would pull several GB of CUDA wheels.
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     say "installing $TORCH_SPEC"
-    "$VENV/bin/pip" install -q "$TORCH_SPEC"
+    pip_install "$TORCH_SPEC"
   fi
   say "installing Steno and its dependencies into $VENV"
-  "$VENV/bin/pip" install -q -e ".[gpu,dev]"
+  pip_install -e ".[gpu,dev]"
   echo "$want" > "$stamp"
 else
   say "Python environment is up to date"

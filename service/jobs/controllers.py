@@ -20,6 +20,7 @@ from service.broker import Publisher
 from service.errors import BadRequest, JobNotFound, PayloadTooLarge, UnsupportedMediaType
 from service.jobs import services
 from service.jobs.formats import TranscriptFormat, render
+from service.jobs.openapi import SubmitOperation
 from service.jobs.schemas import JobPage, JobStatus, JobView, SubmitUrl
 from service.jobs.submit import Accepted, accept_upload, accept_url
 from service.outbox import publish_pending
@@ -60,6 +61,7 @@ class JobController(Controller):
         "/",
         status_code=202,
         request_max_body_size=None,
+        operation_class=SubmitOperation,
         summary="Submit audio for transcription",
         description=(
             "Either `multipart/form-data` with a `file` part (the audio) and optional fields "

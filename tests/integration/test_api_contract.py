@@ -525,6 +525,10 @@ async def test_the_openapi_document_lists_every_endpoint(client: Client) -> None
     assert "get" in paths["/v1/jobs/{job_id}/transcript"]
     assert "post" in paths["/v1/jobs/{job_id}/cancel"]
     assert "get" in paths["/healthz"]
+    # and both submit bodies are described, so the docs page can send them
+    body = paths["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert body["application/json"]["schema"]["required"] == ["audio_url"]
 
 
 @pytest.mark.parametrize("path", ["/schema", "/schema/swagger"])
