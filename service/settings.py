@@ -47,6 +47,9 @@ class Settings:
     transcribe_time_limit_base: float = 300.0
     transcribe_time_limit_factor: float = 2.0
     max_attempts: int = 3
+    # A running job's claim lasts this long unless its worker renews it (every quarter);
+    # a worker that died is noticed within about this time.
+    lease_seconds: float = 60.0
     outbox_sweep_seconds: float = 5.0
     outbox_grace_seconds: float = 2.0
     publish_timeout_seconds: float = 3.0
@@ -140,5 +143,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_MAX_UPLOAD_BYTES must be positive")
     if settings.max_audio_seconds <= 0:
         raise SettingsError("STENO_MAX_AUDIO_SECONDS must be positive")
+    if settings.lease_seconds < 4:
+        raise SettingsError("STENO_LEASE_SECONDS must be at least 4")
     if settings.max_attempts < 1:
         raise SettingsError("STENO_MAX_ATTEMPTS must be at least 1")

@@ -85,6 +85,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         db_pool_size=10,
         outbox_sweep_seconds=1.0,
         outbox_grace_seconds=0.5,
+        lease_seconds=8.0,
         log_level="INFO",
     )
     migrate(test_settings)

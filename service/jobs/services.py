@@ -191,8 +191,8 @@ async def claim_job(
     """Move a queued job (or a running one whose lease ran out) to running, bumping attempts.
 
     Returns None when the job is gone, finished, cancelled, or held by a live worker: a
-    duplicate or late message then does nothing. A job whose attempts reached
-    ``max_attempts`` is failed instead of claimed.
+    duplicate or late message then does nothing (see ``lease_remaining`` to tell "held"
+    apart). A job whose attempts reached ``max_attempts`` is failed instead of claimed.
     """
     claimable = or_(
         Job.status == "queued",
@@ -250,9 +250,24 @@ async def claim_job(
     )
 
 
-async def audio_seconds(session: AsyncSession, job_id: uuid.UUID) -> float | None:
-    """The job's audio duration when known (it sizes the claim's lease)."""
-    return await session.scalar(select(Job.audio_seconds).where(Job.id == job_id))
+async def renew_lease(session: AsyncSession, claim: Claim, *, lease_seconds: float) -> bool:
+    """Extend the claim's lease; False when the claim was lost (cancelled, fenced out)."""
+    result = await session.execute(
+        update(Job)
+        .where(_held(claim.job_id, claim.token))
+        .values(lease_expires_at=func.now() + timedelta(seconds=lease_seconds))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def lease_remaining(session: AsyncSession, job_id: uuid.UUID) -> float | None:
+    """Seconds until a running job's lease runs out (None when the job is not running)."""
+    remaining = await session.scalar(
+        select(func.extract("epoch", Job.lease_expires_at - func.now())).where(
+            Job.id == job_id, Job.status == "running"
+        )
+    )
+    return None if remaining is None else max(0.0, float(remaining))
 
 
 def _held(job_id: uuid.UUID, token: int) -> Any:

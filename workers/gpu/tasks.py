@@ -52,6 +52,10 @@ def _close_runtime(**_: Any) -> None:
 @app.task(name=TaskName.TRANSCRIBE.value, bind=True)
 def transcribe(self: Task, job_id: str) -> str:
     """Transcribe one job; duplicates and late messages are no-ops."""
-    from workers.gpu.transcription import run_transcription
+    from workers.gpu.transcription import JobHeld, run_transcription
 
-    return run_transcription(runtime(), job_id, worker=str(self.request.hostname))
+    try:
+        return run_transcription(runtime(), job_id, worker=str(self.request.hostname))
+    except JobHeld as held:
+        # If the holder died, its lease runs out and this retry claims the job again.
+        raise self.retry(countdown=held.seconds + 1.0, max_retries=None, exc=held) from held

@@ -1,18 +1,22 @@
 """A transcription job on a GPU child: claim, transcribe, store; no Celery import.
 
 Each prefork child owns one ``GpuRuntime``: its Whisper model(s), loaded once after fork, and
-a private asyncio loop with its own database engine (the async service functions are shared
-with the API). Every write after the claim presents the claim's fencing token.
+a private asyncio loop (in a thread of the child) with its own database engine; the async
+service functions are shared with the API. Every write after the claim presents the claim's
+fencing token. While Whisper runs, the loop renews the claim's lease, so a child that dies
+is noticed within ``STENO_LEASE_SECONDS`` and its redelivered message claims the job again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +37,14 @@ PROGRESS_INTERVAL_SECONDS = 1.0
 MODELS_PER_CHILD = 2
 
 
+class JobHeld(Exception):
+    """Another live worker holds the job; try again once its lease may have run out."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"job held by a live worker for up to {seconds:.0f} s more")
+        self.seconds = seconds
+
+
 class AudioUnreadable(Exception):
     """ffmpeg could not decode the stored audio: retrying would not help."""
 
@@ -45,14 +57,43 @@ class GpuRuntime:
 
         self.settings = settings
         self.device = choose_device(settings.whisper_device)
+        # Whisper holds the child's main thread for seconds at a time; the loop runs beside
+        # it so lease renewals go on meanwhile.
         self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="steno-gpu-db", daemon=True
+        )
+        self._thread.start()
         self._engine = make_engine(settings, pool_size=2)
         self.sessions = make_sessionmaker(self._engine)
         self._models: OrderedDict[str, Any] = OrderedDict()
 
     def db(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one database coroutine on this child's loop."""
-        return self._loop.run_until_complete(coro)
+        """Run one database coroutine on this child's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @contextlib.contextmanager
+    def lease_kept(self, claim: services.Claim) -> Iterator[None]:
+        """Renew ``claim``'s lease every quarter lease while the block runs."""
+        beat = asyncio.run_coroutine_threadsafe(self._renew(claim), self._loop)
+        try:
+            yield
+        finally:
+            beat.cancel()
+
+    async def _renew(self, claim: services.Claim) -> None:
+        lease = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 4)
+            try:
+                async with self.sessions() as session, session.begin():
+                    held = await services.renew_lease(session, claim, lease_seconds=lease)
+            except Exception:  # a database blip: the next beat tries again
+                log.warning("job %s: lease renewal failed", claim.job_id, exc_info=True)
+                continue
+            if not held:
+                log.info("job %s: claim lost (cancelled or fenced out)", claim.job_id)
+                return
 
     def model(self, name: str) -> Any:
         """The named Whisper model, loaded on first use and kept (a couple per child)."""
@@ -73,29 +114,37 @@ class GpuRuntime:
         return self._models[name]
 
     def close(self) -> None:
-        """Dispose of the engine and the loop."""
+        """Dispose of the engine and stop the loop thread."""
         self.db(self._engine.dispose())
-        self._loop.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5.0)
 
 
 def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
     """Transcribe one job end to end; returns ``completed``, ``failed`` or ``skipped``.
 
-    ``skipped`` means the message was a duplicate or came late (the job is finished, held by
-    a live worker, cancelled or deleted): nothing is transcribed. The transcript and the
-    final status are committed in one transaction, only if this claim still holds the job.
+    ``skipped`` means the message was a duplicate or came late (the job is finished,
+    cancelled or deleted): nothing is transcribed. Raises ``JobHeld`` when a live worker
+    holds the job (the caller retries after the lease: if that worker died, the job is
+    claimed again). The transcript and the final status are committed in one transaction,
+    only if this claim still holds the job.
     """
     job_uuid = uuid.UUID(job_id)
     claim = runtime.db(_claim(runtime, job_uuid, worker))
     if claim is None:
-        log.info("job %s: nothing to do (duplicate, finished or held elsewhere)", job_id)
+        remaining = runtime.db(_lease_remaining(runtime, job_uuid))
+        if remaining is not None:
+            log.info("job %s: held by a live worker; retrying in %.0f s", job_id, remaining)
+            raise JobHeld(remaining)
+        log.info("job %s: nothing to do (duplicate, finished or cancelled)", job_id)
         return "skipped"
     log.info("job %s: claimed (attempt %d) on %s", job_id, claim.token, worker)
     try:
         if not claim.audio_path or not Path(claim.audio_path).is_file():
             raise AudioUnreadable("the job's audio file is missing")
-        model = runtime.model(claim.model)
-        result = _transcribe(runtime, claim, model)
+        with runtime.lease_kept(claim):
+            model = runtime.model(claim.model)
+            result = _transcribe(runtime, claim, model)
     except AudioUnreadable as exc:
         return _fail(runtime, claim, "invalid_audio", str(exc))
     except Exception as exc:
@@ -118,14 +167,18 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
 
 async def _claim(runtime: GpuRuntime, job_id: uuid.UUID, worker: str) -> services.Claim | None:
     async with runtime.sessions() as session, session.begin():
-        seconds = await services.audio_seconds(session, job_id)
         return await services.claim_job(
             session,
             job_id,
             worker=worker,
-            lease_seconds=runtime.settings.transcribe_time_limit(seconds),
+            lease_seconds=runtime.settings.lease_seconds,
             max_attempts=runtime.settings.max_attempts,
         )
+
+
+async def _lease_remaining(runtime: GpuRuntime, job_id: uuid.UUID) -> float | None:
+    async with runtime.sessions() as session:
+        return await services.lease_remaining(session, job_id)
 
 
 def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Transcription:

@@ -1,0 +1,75 @@
+"""A GPU child killed mid-job: its message comes back and the job completes once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from service.db.models import Transcript
+from tests.audio import speak
+from tests.conftest import WorkerProcess, wait_for_job
+
+SENTENCES = [
+    "The meeting starts at nine in the morning.",
+    "Please bring the quarterly report and your notes.",
+    "We will talk about the new office and the budget.",
+    "The weather will be cold and windy for the rest of the week.",
+    "A small boat drifted slowly across the quiet lake.",
+    "Our team shipped the new release on Friday afternoon.",
+    "Remember to water the plants before you leave the house.",
+    "The library closes early on public holidays.",
+]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+async def test_a_killed_gpu_child_is_replaced_and_the_job_completes_once(
+    api: Any, workers: dict[str, WorkerProcess], sessions: Any, tmp_path: Path
+) -> None:
+    # Given a job long enough to be caught mid-transcription
+    clip = speak(" ".join(SENTENCES * 3), tmp_path / "long.ogg", rate=160)
+    with clip.open("rb") as audio:
+        response = await api.post("/v1/jobs", files={"file": ("long.ogg", audio, "audio/ogg")})
+    assert response.status_code == 202
+    job_id = response.json()["id"]
+
+    # when its GPU child is SIGKILLed while it runs
+    deadline = time.monotonic() + 120
+    while True:
+        job = (await api.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] == "running":
+            break
+        assert job["status"] == "queued" and time.monotonic() < deadline, job
+        await asyncio.sleep(0.05)
+    children = _children(workers["worker-gpu"].pid)
+    assert children, "the GPU worker has a prefork child"
+    for child in children:
+        os.kill(child, signal.SIGKILL)
+
+    # then the job is claimed again once the dead child's lease runs out, and completes once
+    job = await wait_for_job(api, job_id, timeout=180)
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 2, job
+    async with sessions() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Transcript).where(Transcript.job_id == job["id"])
+        )
+    assert count == 1
+    assert "held by a live worker" in workers["worker-gpu"].log()
