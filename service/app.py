@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -91,9 +92,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.redis = redis
         app.state.publisher = CeleryPublisher(producer)
         app.state.census = WorkerCensus(producer)
+        app.state.http = httpx.AsyncClient(
+            follow_redirects=True,
+            timeout=httpx.Timeout(settings.url_check_timeout_seconds or 5.0),
+            headers={"user-agent": "steno/0.1 (+audio url check)"},
+        )
         try:
             yield
         finally:
+            await app.state.http.aclose()
             await redis.aclose()
             await engine.dispose()
             producer.close()
@@ -114,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "redis": from_state("redis"),
             "publisher": from_state("publisher"),
             "census": from_state("census"),
+            "http": from_state("http"),
         },
         exception_handlers={
             StenoError: _steno_error,

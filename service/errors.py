@@ -94,6 +94,13 @@ class InvalidUrl(StenoError):
     status_code = 422
 
 
+class UrlUnreadable(StenoError):
+    """``audio_url`` could not be read: unreachable, or the server answered an error."""
+
+    code = "url_unreadable"
+    status_code = 422
+
+
 class UnsupportedModel(StenoError):
     """The job names a model this deployment does not serve."""
 

@@ -40,6 +40,8 @@ class Settings:
     max_upload_bytes: int = 200 * 1024 * 1024
     max_audio_seconds: float = 4 * 3600.0
     fetch_timeout_seconds: float = 60.0
+    # The API checks an audio_url answers before accepting the job; 0 turns the check off.
+    url_check_timeout_seconds: float = 5.0
     db_pool_size: int = 20
     io_concurrency: int = 200
     gpu_concurrency: int = 1

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.background_tasks import BackgroundTask
@@ -76,6 +77,7 @@ class JobController(Controller):
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
         settings: NamedDependency[Settings],
         publisher: NamedDependency[Publisher],
+        http: NamedDependency[httpx.AsyncClient],
     ) -> Response[JobView]:
         """Accept a job and publish its first task after the commit (in the background)."""
         content_type = request.headers.get("content-type", "")
@@ -89,7 +91,7 @@ class JobController(Controller):
                 )
             accepted = await accept_upload(sessions, settings, request.stream(), content_type)
         elif kind == "application/json":
-            accepted = await accept_url(sessions, settings, await _read_json(request))
+            accepted = await accept_url(sessions, settings, await _read_json(request), http)
         else:
             raise UnsupportedMediaType(
                 "send multipart/form-data with a 'file' part, or application/json with "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.audio import content_type_accepted, probe_audio
@@ -24,6 +25,7 @@ from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE
 from service.jobs.formats import LANGUAGE_NAMES
 from service.jobs.schemas import SubmitUrl
 from service.jobs.uploads import incoming_path, receive_upload
+from service.jobs.urlcheck import check_url_readable
 from service.outbox import add_message
 from service.settings import Settings
 
@@ -168,9 +170,16 @@ async def accept_upload(
 
 
 async def accept_url(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, request: SubmitUrl
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    request: SubmitUrl,
+    http: httpx.AsyncClient,
 ) -> Accepted:
-    """Enqueue a job whose audio an IO worker will fetch from ``audio_url``."""
+    """Enqueue a job whose audio an IO worker will fetch from ``audio_url``.
+
+    Unless ``STENO_URL_CHECK_TIMEOUT_SECONDS`` is 0, the URL must answer first (see
+    ``service.jobs.urlcheck``), so an unreadable URL is a 4xx rather than a failed job.
+    """
     url = check_audio_url(request.audio_url)
     options = parse_options(
         settings,
@@ -179,6 +188,8 @@ async def accept_url(
         word_timestamps=request.word_timestamps,
         initial_prompt=request.initial_prompt,
     )
+    if settings.url_check_timeout_seconds > 0:
+        await check_url_readable(http, url, max_bytes=settings.max_upload_bytes)
     job_id = uuid.uuid4()
     new = services.NewJob(
         id=job_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import re
@@ -11,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from litestar.testing import AsyncTestClient
 
+from service.app import create_app
+from service.settings import Settings
 from tests.audio import speak, word_error_rate
 from tests.conftest import wait_for_job
 
@@ -111,13 +115,27 @@ async def test_audio_url_is_fetched_and_transcribed(
     assert wer <= MAX_WER, text
 
 
-async def test_unreadable_url_fails_the_job_with_a_clear_code(api: Any, audio_server: str) -> None:
-    # Given a URL the server answers 404 for
+async def test_unreadable_url_is_refused_at_submit(api: Any, audio_server: str) -> None:
+    # Given a URL the server answers 404 for, when it is submitted
     response = await api.post("/v1/jobs", json={"audio_url": f"{audio_server}/missing.ogg"})
-    assert response.status_code == 202
 
-    # then the job fails with url_unreadable and says why
-    job = await wait_for_job(api, response.json()["id"])
+    # then it is refused at once with url_unreadable, saying why
+    assert response.status_code == 422
+    assert response.json()["code"] == "url_unreadable"
+    assert "404" in response.json()["detail"]
+
+
+async def test_url_unreadable_by_the_worker_fails_the_job_with_a_clear_code(
+    settings: Settings, audio_server: str
+) -> None:
+    # Given a URL that breaks after submit (modelled by turning the submit-time check off)
+    unchecked = dataclasses.replace(settings, url_check_timeout_seconds=0)
+    async with AsyncTestClient(create_app(unchecked), timeout=60) as client:
+        response = await client.post("/v1/jobs", json={"audio_url": f"{audio_server}/missing.ogg"})
+        assert response.status_code == 202
+
+        # then the IO worker fails the job with url_unreadable and says why
+        job = await wait_for_job(client, response.json()["id"])
     assert job["status"] == "failed"
     assert job["error"]["code"] == "url_unreadable"
     assert "404" in job["error"]["detail"]

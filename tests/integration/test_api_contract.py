@@ -62,8 +62,13 @@ class RecordingPublisher:
 
 @asynccontextmanager
 async def steno_client(settings: Settings) -> AsyncIterator[tuple[Client, RecordingPublisher]]:
-    """The real app under ``settings``, with a recording publisher in place of the broker."""
-    async with AsyncTestClient(create_app(settings), timeout=60) as client:
+    """The real app under ``settings``, with a recording publisher in place of the broker.
+
+    The submit-time URL check is off here (these URLs name no real server); it has its
+    own tests in ``test_url_check.py``.
+    """
+    offline = dataclasses.replace(settings, url_check_timeout_seconds=0)
+    async with AsyncTestClient(create_app(offline), timeout=60) as client:
         publisher = RecordingPublisher()
         client.app.state.publisher = publisher
         yield client, publisher

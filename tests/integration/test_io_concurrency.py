@@ -46,7 +46,9 @@ def _socket_inode(local_port: int) -> str | None:
     wanted = f"0100007F:{local_port:04X}"
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if fields[1] == wanted:
+        # ESTABLISHED only: a TIME_WAIT socket of an earlier connection may share the port
+        # (and has no inode, so no owner).
+        if fields[1] == wanted and fields[3] == "01" and fields[9] != "0":
             return fields[9]
     return None
 
@@ -89,6 +91,15 @@ class _SlowHandler(BaseHTTPRequestHandler):
     server: SlowAudioServer
 
     def do_GET(self) -> None:
+        if "range" in self.headers:
+            # The API's submit-time URL check: answer at once, it is not a fetch.
+            self.send_response(206)
+            self.send_header("content-type", "audio/wav")
+            self.send_header("content-range", f"bytes 0-0/{len(self.server.audio)}")
+            self.send_header("content-length", "1")
+            self.end_headers()
+            self.wfile.write(self.server.audio[:1])
+            return
         started = time.monotonic()
         peer_port = int(self.client_address[1])
         pid = _owner_pid(peer_port)

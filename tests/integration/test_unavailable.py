@@ -33,7 +33,9 @@ async def test_a_database_outage_answers_503_with_a_code(
 ) -> None:
     # Given an API whose PostgreSQL does not answer
     down = dataclasses.replace(
-        settings, database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{_dead_port()}/steno"
+        settings,
+        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{_dead_port()}/steno",
+        url_check_timeout_seconds=0,
     )
     async with AsyncTestClient(create_app(down)) as client:
         # when a client calls it

@@ -15,7 +15,13 @@ from typing import Any
 import httpx
 
 from service.audio import content_type_accepted, probe_audio
-from service.errors import EmptyFile, PayloadTooLarge, StenoError, UnsupportedMediaType
+from service.errors import (
+    EmptyFile,
+    PayloadTooLarge,
+    StenoError,
+    UnsupportedMediaType,
+    UrlUnreadable,
+)
 from service.jobs import services
 from service.jobs.dispatch import TRANSCRIBE
 from service.jobs.uploads import incoming_path
@@ -26,13 +32,6 @@ from workers.io.runtime import Retry
 log = logging.getLogger(__name__)
 
 MAX_TRIES = 4
-
-
-class FetchFailed(StenoError):
-    """The URL could not be read (the server refused, answered an error, or is unreachable)."""
-
-    code = "url_unreadable"
-    status_code = 422
 
 
 async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
@@ -75,7 +74,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
             log.warning("job %s: fetch attempt %d failed: %r", job_id, ctx["job_try"], exc)
             raise Retry(defer=2.0 ** ctx["job_try"]) from exc
         detail = str(exc) or type(exc).__name__
-        return await _fail(ctx, job_uuid, FetchFailed(f"could not fetch {url}: {detail}"))
+        return await _fail(ctx, job_uuid, UrlUnreadable(f"could not fetch {url}: {detail}"))
     except BaseException:
         _discard(part)
         raise
@@ -118,7 +117,7 @@ async def _download(
         if response.status_code >= 500 or response.status_code == 429:
             raise _ServerError(f"the server answered {response.status_code}")
         if response.status_code >= 400:
-            raise FetchFailed(f"the server answered {response.status_code} for {url}")
+            raise UrlUnreadable(f"the server answered {response.status_code} for {url}")
         announced = response.headers.get("content-length")
         if announced and announced.isdigit() and int(announced) > max_bytes:
             raise PayloadTooLarge(f"the audio at the URL is larger than {max_bytes} bytes")
