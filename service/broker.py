@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol, runtime_checkable
 
 from celery import Celery
@@ -16,7 +17,12 @@ class Publisher(Protocol):
     """Sends one task message; raises when the broker can't take it."""
 
     def publish(
-        self, task_name: str, queue: str, args: list[Any], time_limit: float | None
+        self,
+        task_name: str,
+        queue: str,
+        args: list[Any],
+        time_limit: float | None,
+        enqueued_at: float | None = None,
     ) -> None: ...
 
 
@@ -56,10 +62,21 @@ class CeleryPublisher:
         }
 
     def publish(
-        self, task_name: str, queue: str, args: list[Any], time_limit: float | None
+        self,
+        task_name: str,
+        queue: str,
+        args: list[Any],
+        time_limit: float | None,
+        enqueued_at: float | None = None,
     ) -> None:
-        """Send ``task_name(*args)`` to ``queue``; time limits travel with the message."""
-        options: dict[str, Any] = {}
+        """Send ``task_name(*args)`` to ``queue``; time limits travel with the message.
+
+        ``enqueued_at`` (epoch seconds, default now) rides in the ``enqueued_at`` header,
+        which handlers see as ``ctx["enqueue_time"]``.
+        """
+        options: dict[str, Any] = {
+            "headers": {"enqueued_at": time.time() if enqueued_at is None else enqueued_at}
+        }
         if time_limit is not None:
             options["time_limit"] = time_limit
             # The soft limit leaves a moment to record the failure before the hard kill.

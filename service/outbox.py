@@ -87,6 +87,7 @@ async def publish_pending(
                     message.queue,
                     list(message.args),
                     message.time_limit,
+                    message.created_at.timestamp(),
                 )
             except Exception as exc:  # the broker's errors vary by transport
                 message.publish_attempts += 1

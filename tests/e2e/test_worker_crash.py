@@ -72,4 +72,5 @@ async def test_a_killed_gpu_child_is_replaced_and_the_job_completes_once(
             select(func.count()).select_from(Transcript).where(Transcript.job_id == job["id"])
         )
     assert count == 1
-    assert "held by a live worker" in workers["worker-gpu"].log()
+    # (the redelivered message either waited out the lease or found it already expired)
+    assert f"job {job_id}: claimed (attempt 2)" in workers["worker-gpu"].log()

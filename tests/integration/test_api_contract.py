@@ -51,7 +51,12 @@ class RecordingPublisher:
         self.messages: list[Published] = []
 
     def publish(
-        self, task_name: str, queue: str, args: list[Any], time_limit: float | None
+        self,
+        task_name: str,
+        queue: str,
+        args: list[Any],
+        time_limit: float | None,
+        enqueued_at: float | None = None,
     ) -> None:
         self.messages.append(Published(task_name, queue, args, time_limit))
 

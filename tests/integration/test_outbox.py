@@ -120,7 +120,12 @@ class RecordingPublisher:
         self.sent: list[tuple[str, str, list[Any], float | None]] = []
 
     def publish(
-        self, task_name: str, queue: str, args: list[Any], time_limit: float | None
+        self,
+        task_name: str,
+        queue: str,
+        args: list[Any],
+        time_limit: float | None,
+        enqueued_at: float | None = None,
     ) -> None:
         self.sent.append((task_name, queue, args, time_limit))
 
@@ -132,7 +137,12 @@ class BrokenPublisher:
         self.calls = 0
 
     def publish(
-        self, task_name: str, queue: str, args: list[Any], time_limit: float | None
+        self,
+        task_name: str,
+        queue: str,
+        args: list[Any],
+        time_limit: float | None,
+        enqueued_at: float | None = None,
     ) -> None:
         self.calls += 1
         raise ConnectionError("the broker is down")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import gevent.lock
@@ -92,7 +92,7 @@ class IoRuntime:
         await self.ctx["engine"].dispose()
 
     def call(
-        self, handler: Handler, *args: Any, job_id: str, job_try: int, enqueue_time: float
+        self, handler: Handler, *args: Any, job_id: str, job_try: int, enqueue_time: datetime
     ) -> Any:
         """Run ``handler(ctx, *args)`` on the loop from the calling greenlet."""
         ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "enqueue_time": enqueue_time}
@@ -130,6 +130,9 @@ def close_runtime() -> None:
             _runtime = None
 
 
-def now() -> float:
-    """Seconds since the epoch (ARQ's ``enqueue_time`` unit is a datetime; see ctx docs)."""
-    return time.time()
+def enqueue_time(enqueued_at: Any) -> datetime:
+    """When the job was enqueued (the message's ``enqueued_at`` header), as arq's UTC datetime."""
+    try:
+        return datetime.fromtimestamp(float(enqueued_at), tz=UTC)
+    except (TypeError, ValueError):
+        return datetime.now(tz=UTC)

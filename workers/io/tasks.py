@@ -13,7 +13,7 @@ from service.broker import CeleryPublisher
 from workers.app import app, settings
 from workers.io.fetch import fetch_audio as fetch_audio_handler
 from workers.io.relay import relay_outbox as relay_outbox_handler
-from workers.io.runtime import Handler, Retry, close_runtime, get_runtime, now
+from workers.io.runtime import Handler, Retry, close_runtime, enqueue_time, get_runtime
 from workers.routing import TaskName
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def run_handler(task: Task, handler: Handler, *args: Any) -> Any:
             *args,
             job_id=str(request.id),
             job_try=int(request.retries or 0) + 1,
-            enqueue_time=now(),
+            enqueue_time=enqueue_time(getattr(request, "enqueued_at", None)),
         )
     except Retry as retry:
         # Jitter spreads retries of many jobs that failed together.
