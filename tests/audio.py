@@ -12,6 +12,19 @@ import jiwer
 
 _FORMATS = frozenset({".wav", ".ogg", ".mp3", ".flac"})
 
+# Eight plain, distinct sentences: tiny.en transcribes espeak-ng's reading of them well, and
+# they do not repeat (repetition trips Whisper's compression check and its random fallback).
+SENTENCES = (
+    "The meeting starts at nine in the morning.",
+    "Please bring the quarterly report and your notes.",
+    "We will talk about the new office and the budget.",
+    "The weather will be cold and windy for the rest of the week.",
+    "A small boat drifted slowly across the quiet lake.",
+    "Our team shipped the new release on Friday afternoon.",
+    "Remember to water the plants before you leave the house.",
+    "The library closes early on public holidays.",
+)
+
 
 def speak(text: str, path: Path, *, rate: int = 150) -> Path:
     """Write ``text`` spoken by espeak-ng (en-us, ``rate`` words/min) to ``path``; return ``path``.

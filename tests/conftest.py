@@ -146,6 +146,25 @@ class WorkerProcess:
         self._log.close()
 
 
+def descendants(pid: int, *, depth: int | None = None) -> set[int]:
+    """Live processes below ``pid`` (children only with ``depth=1``), read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier, level = {pid}, 0
+    while frontier and (depth is None or level < depth):
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+        level += 1
+    return found
+
+
 def wait_for_queues(settings: Settings, queues: set[str], timeout: float = 120.0) -> None:
     """Block until some worker consumes each of ``queues`` (asked over the broker)."""
     from celery import Celery

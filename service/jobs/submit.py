@@ -7,6 +7,7 @@ outage at submit time loses nothing: the message waits in the outbox for the rel
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from service.audio import content_type_accepted, probe_audio
 from service.db.models import Job
 from service.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
 from service.jobs import services
-from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE
+from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE, TaskRef
 from service.jobs.formats import LANGUAGE_NAMES
 from service.jobs.schemas import SubmitUrl
 from service.jobs.uploads import incoming_path, receive_upload
@@ -143,30 +144,20 @@ async def accept_upload(
         new = services.NewJob(
             id=job_id,
             source="upload",
-            model=options.model,
-            language=options.language,
-            word_timestamps=options.word_timestamps,
-            initial_prompt=options.initial_prompt,
+            **dataclasses.asdict(options),
             audio_path=str(path),
             filename=upload.filename,
             content_type=upload.content_type,
             audio_bytes=upload.size,
             audio_seconds=info.duration,
         )
-        async with sessionmaker() as session, session.begin():
-            job = await services.create_job(session, new)
-            outbox_id = await add_message(
-                session,
-                TRANSCRIBE,
-                [str(job_id)],
-                job_id=job_id,
-                time_limit=settings.transcribe_time_limit(info.duration),
-            )
+        return await _enqueue(
+            sessionmaker, new, TRANSCRIBE, settings.transcribe_time_limit(info.duration)
+        )
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             Path(path).unlink()
         raise
-    return Accepted(job=job, outbox_id=outbox_id)
 
 
 async def accept_url(
@@ -190,23 +181,22 @@ async def accept_url(
     )
     if settings.url_check_timeout_seconds > 0:
         await check_url_readable(http, url, max_bytes=settings.max_upload_bytes)
-    job_id = uuid.uuid4()
     new = services.NewJob(
-        id=job_id,
-        source="url",
-        model=options.model,
-        language=options.language,
-        word_timestamps=options.word_timestamps,
-        initial_prompt=options.initial_prompt,
-        audio_url=url,
+        id=uuid.uuid4(), source="url", **dataclasses.asdict(options), audio_url=url
     )
+    return await _enqueue(sessionmaker, new, FETCH_AUDIO, settings.fetch_timeout_seconds * 2 + 60)
+
+
+async def _enqueue(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    new: services.NewJob,
+    task: TaskRef,
+    time_limit: float,
+) -> Accepted:
+    """Commit the job row and its first task message in one transaction."""
     async with sessionmaker() as session, session.begin():
         job = await services.create_job(session, new)
         outbox_id = await add_message(
-            session,
-            FETCH_AUDIO,
-            [str(job_id)],
-            job_id=job_id,
-            time_limit=settings.fetch_timeout_seconds * 2 + 60,
+            session, task, [str(new.id)], job_id=new.id, time_limit=time_limit
         )
     return Accepted(job=job, outbox_id=outbox_id)

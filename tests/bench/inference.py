@@ -13,22 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from service.settings import load_settings
-from tests.audio import speak, word_error_rate
+from tests.audio import SENTENCES, speak, word_error_rate
 from workers.gpu.whisper import choose_device, load_model, transcribe
 
-TEXT = " ".join(
-    [
-        "The meeting starts at nine in the morning.",
-        "Please bring the quarterly report and your notes.",
-        "We will talk about the new office and the budget.",
-        "The weather will be cold and windy for the rest of the week.",
-        "A small boat drifted slowly across the quiet lake.",
-        "Our team shipped the new release on Friday afternoon.",
-        "Remember to water the plants before you leave the house.",
-        "The library closes early on public holidays.",
-    ]
-    * 2
-)
+TEXT = " ".join(SENTENCES * 2)
 RUNS = 3
 
 

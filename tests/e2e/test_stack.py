@@ -15,7 +15,7 @@ import pytest
 
 from service.settings import Settings
 from tests.audio import word_error_rate
-from tests.conftest import ROOT, child_env
+from tests.conftest import ROOT, child_env, descendants
 
 SAMPLE_TEXT = (ROOT / "service" / "samples" / "steno-sample.txt").read_text().strip()
 
@@ -24,25 +24,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (read from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        children = {child for child, parent in parents.items() if parent in frontier}
-        frontier = children - found
-        found |= children
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -110,7 +91,7 @@ def test_dev_runs_the_stack_and_sigterm_stops_every_process(
                 pass
             time.sleep(0.5)
         assert ready, (tmp_path / "dev.log").read_text()[-4000:]
-        children = _descendants(dev.pid)
+        children = descendants(dev.pid)
         assert len(children) >= 4
 
         # and SIGTERM stops it and every process it started

@@ -12,32 +12,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from service.db.models import Transcript
-from tests.audio import speak
-from tests.conftest import WorkerProcess, wait_for_job
-
-SENTENCES = [
-    "The meeting starts at nine in the morning.",
-    "Please bring the quarterly report and your notes.",
-    "We will talk about the new office and the budget.",
-    "The weather will be cold and windy for the rest of the week.",
-    "A small boat drifted slowly across the quiet lake.",
-    "Our team shipped the new release on Friday afternoon.",
-    "Remember to water the plants before you leave the house.",
-    "The library closes early on public holidays.",
-]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+from tests.audio import SENTENCES, speak
+from tests.conftest import WorkerProcess, descendants, wait_for_job
 
 
 async def test_a_killed_gpu_child_is_replaced_and_the_job_completes_once(
@@ -58,7 +34,7 @@ async def test_a_killed_gpu_child_is_replaced_and_the_job_completes_once(
             break
         assert job["status"] == "queued" and time.monotonic() < deadline, job
         await asyncio.sleep(0.05)
-    children = _children(workers["worker-gpu"].pid)
+    children = descendants(workers["worker-gpu"].pid, depth=1)
     assert children, "the GPU worker has a prefork child"
     for child in children:
         os.kill(child, signal.SIGKILL)
