@@ -187,7 +187,7 @@ def _render_verbose_json(transcript: Transcript) -> bytes:
     words = [word for segment in transcript.segments for word in segment.words or ()]
     if words:
         body["words"] = [
-            {"word": word.word, "start": _seconds(word.start), "end": _seconds(word.end)}
+            {"word": word.word.strip(), "start": _seconds(word.start), "end": _seconds(word.end)}
             for word in words
         ]
     return msgspec.json.encode(body)
@@ -196,7 +196,7 @@ def _render_verbose_json(transcript: Transcript) -> bytes:
 def _verbose_segment(segment: TranscriptSegment) -> dict[str, Any]:
     # OpenAI's typed clients declare these statistics as required numbers, so unknown values
     # become 0 / [] rather than null, which would fail their validation.
-    return {
+    fields: dict[str, Any] = {
         "id": segment.id,
         "seek": 0,
         "start": _seconds(segment.start),
@@ -208,6 +208,18 @@ def _verbose_segment(segment: TranscriptSegment) -> dict[str, Any]:
         "compression_ratio": _number(segment.compression_ratio),
         "no_speech_prob": _number(segment.no_speech_prob),
     }
+    if segment.words is not None:
+        # Whisper's own shape: each segment's words with their probability.
+        fields["words"] = [
+            {
+                "word": word.word.strip(),
+                "start": _seconds(word.start),
+                "end": _seconds(word.end),
+                "probability": _number(word.probability),
+            }
+            for word in segment.words
+        ]
+    return fields
 
 
 def _render_text(transcript: Transcript) -> bytes:

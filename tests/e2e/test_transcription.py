@@ -92,6 +92,7 @@ async def test_uploaded_speech_is_transcribed(api: Any, speech: Path, wer_log: A
     assert segments and all(s["start"] <= s["end"] for s in segments)
     assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)
     assert verbose["words"], "word timestamps were asked for"
+    assert all(s["words"] for s in segments), "each segment carries its words"
     starts = [w["start"] for w in verbose["words"]]
     assert starts == sorted(starts)
     assert verbose["words"][-1]["end"] <= verbose["duration"] + 0.5

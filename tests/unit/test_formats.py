@@ -118,6 +118,11 @@ def test_verbose_json() -> None:
         "avg_logprob": -0.25,
         "compression_ratio": 1.1,
         "no_speech_prob": 0.01,
+        # whisper's own shape: the segment's words with their probability
+        "words": [
+            {"word": "Hello", "start": 1.0, "end": 1.6, "probability": 0.9},
+            {"word": "there.", "start": 1.6, "end": 2.5, "probability": 0.8},
+        ],
     }
     # Unknown statistics are numbers, not null: OpenAI's typed clients require them.
     assert data["segments"][1] == {
@@ -132,9 +137,10 @@ def test_verbose_json() -> None:
         "compression_ratio": 0.0,
         "no_speech_prob": 0.0,
     }
+    # OpenAI's flat list, words without Whisper's leading space
     assert data["words"] == [
-        {"word": " Hello", "start": 1.0, "end": 1.6},
-        {"word": " there.", "start": 1.6, "end": 2.5},
+        {"word": "Hello", "start": 1.0, "end": 1.6},
+        {"word": "there.", "start": 1.6, "end": 2.5},
     ]
 
 
