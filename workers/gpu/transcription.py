@@ -45,6 +45,10 @@ class JobHeld(Exception):
         self.seconds = seconds
 
 
+class ClaimLost(Exception):
+    """The job was cancelled, deleted or claimed by another worker while we transcribed."""
+
+
 class AudioUnreadable(Exception):
     """ffmpeg could not decode the stored audio: retrying would not help."""
 
@@ -121,7 +125,8 @@ class GpuRuntime:
 
 
 def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
-    """Transcribe one job end to end; returns ``completed``, ``failed`` or ``skipped``.
+    """Transcribe one job end to end; returns ``completed``, ``failed``, ``skipped`` or
+    ``abandoned`` (the job was cancelled or deleted mid-way: Whisper stops between windows).
 
     ``skipped`` means the message was a duplicate or came late (the job is finished,
     cancelled or deleted): nothing is transcribed. Raises ``JobHeld`` when a live worker
@@ -145,6 +150,9 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
         with runtime.lease_kept(claim):
             model = runtime.model(claim.model)
             result = _transcribe(runtime, claim, model)
+    except ClaimLost:
+        log.info("job %s: stopped early: cancelled, deleted or claimed elsewhere", job_id)
+        return "abandoned"
     except AudioUnreadable as exc:
         return _fail(runtime, claim, "invalid_audio", str(exc))
     except Exception as exc:
@@ -188,14 +196,17 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
     last = 0.0
 
     def on_segment(segment: Segment) -> None:
+        # Between Whisper's 30 s windows: report progress, and stop if the claim is gone.
         nonlocal last
         now = time.monotonic()
         if now - last >= PROGRESS_INTERVAL_SECONDS and duration > 0:
             last = now
             percent = min(99.0, 100.0 * segment.end / duration)
-            runtime.db(_progress(runtime, claim, "transcribing", percent))
+            if not runtime.db(_progress(runtime, claim, "transcribing", percent)):
+                raise ClaimLost()
 
-    runtime.db(_progress(runtime, claim, "transcribing", 0.0))
+    if not runtime.db(_progress(runtime, claim, "transcribing", 0.0)):
+        raise ClaimLost()
     try:
         return transcribe(
             model,
@@ -213,9 +224,9 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
         raise
 
 
-async def _progress(runtime: GpuRuntime, claim: services.Claim, stage: str, percent: float) -> None:
+async def _progress(runtime: GpuRuntime, claim: services.Claim, stage: str, percent: float) -> bool:
     async with runtime.sessions() as session, session.begin():
-        await services.report_progress(session, claim, stage=stage, percent=percent)
+        return await services.report_progress(session, claim, stage=stage, percent=percent)
 
 
 async def _complete(runtime: GpuRuntime, claim: services.Claim, transcript: Transcript) -> bool:
