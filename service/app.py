@@ -15,11 +15,10 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import OperationalError
 
 from service.broker import CeleryPublisher, make_producer_app
-from service.db.engine import make_engine, make_sessionmaker
+from service.db.engine import database_unreachable, make_engine, make_sessionmaker
 from service.errors import StenoError
 from service.health.controllers import HealthController, WorkerCensus
 from service.jobs.controllers import JobController
@@ -70,9 +69,7 @@ def _database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorB
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    if isinstance(exc, (OSError, PoolTimeout)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
+    if database_unreachable(exc):
         return _database_down(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _error(500, "internal_error", "an internal error occurred; it has been logged")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from service.settings import Settings
@@ -22,3 +24,10 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEng
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
     """Sessions that keep loaded values after commit (we hand them to msgspec afterwards)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` means PostgreSQL could not be reached (worth retrying later)."""
+    return isinstance(exc, (OSError, PoolTimeout, OperationalError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )

@@ -20,7 +20,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from service.db.engine import make_engine, make_sessionmaker
+from service.db.engine import database_unreachable, make_engine, make_sessionmaker
 from service.jobs import services
 from service.jobs.transcript import Transcript, TranscriptSegment, TranscriptWord
 from service.settings import Settings
@@ -156,6 +156,8 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
     except AudioUnreadable as exc:
         return _fail(runtime, claim, "invalid_audio", str(exc))
     except Exception as exc:
+        if database_unreachable(exc):
+            raise  # transient: the task retries, and the lease lets the job be claimed again
         if _is_time_limit(exc):
             return _fail(runtime, claim, "time_limit_exceeded", "transcription took too long")
         log.exception("job %s: transcription failed", job_id)

@@ -10,10 +10,12 @@ from celery import Task
 from celery.signals import worker_shutdown
 
 from service.broker import CeleryPublisher
+from service.db.engine import database_unreachable
 from workers.app import app, settings
 from workers.io.fetch import fetch_audio as fetch_audio_handler
 from workers.io.relay import relay_outbox as relay_outbox_handler
 from workers.io.runtime import Handler, Retry, close_runtime, enqueue_time, get_runtime
+from workers.retry import TRANSIENT_RETRIES, backoff
 from workers.routing import TaskName
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,11 @@ def run_handler(task: Task, handler: Handler, *args: Any) -> Any:
         # Jitter spreads retries of many jobs that failed together.
         countdown = retry.defer * random.uniform(0.8, 1.2)
         raise task.retry(countdown=countdown, max_retries=None, exc=retry) from retry
+    except Exception as exc:
+        if not database_unreachable(exc) or request.retries >= TRANSIENT_RETRIES:
+            raise
+        log.warning("%s: database unreachable, retrying: %s", task.name, exc)
+        raise task.retry(countdown=backoff(request.retries), max_retries=None, exc=exc) from exc
 
 
 @app.task(name=TaskName.FETCH_AUDIO.value, bind=True)
