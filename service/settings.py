@@ -145,6 +145,13 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_MAX_UPLOAD_BYTES must be positive")
     if settings.max_audio_seconds <= 0:
         raise SettingsError("STENO_MAX_AUDIO_SECONDS must be positive")
+    device = settings.whisper_device.strip().lower()
+    if device not in ("auto", "cpu", "cuda") and not (
+        device.startswith("cuda:") and device[5:].isdigit()
+    ):
+        raise SettingsError(
+            f"STENO_WHISPER_DEVICE={settings.whisper_device!r}: use auto, cpu, cuda or cuda:N"
+        )
     if settings.lease_seconds < 4:
         raise SettingsError("STENO_LEASE_SECONDS must be at least 4")
     if settings.max_attempts < 1:

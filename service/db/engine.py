@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -26,8 +29,28 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignor
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+# Socket errors that mean "the server is not there (now)", as opposed to a local OS error
+# such as a full disk or a missing program.
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+    }
+)
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """True when ``exc`` means PostgreSQL could not be reached (worth retrying later)."""
-    return isinstance(exc, (OSError, PoolTimeout, OperationalError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    # asyncpg raises the built-in TimeoutError when connecting takes too long.
+    network = (PoolTimeout, OperationalError, ConnectionError, socket.gaierror, TimeoutError)
+    if isinstance(exc, network):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS

@@ -18,7 +18,13 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.broker import Publisher
-from service.errors import BadRequest, JobNotFound, PayloadTooLarge, UnsupportedMediaType
+from service.errors import (
+    BadRequest,
+    JobNotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from service.jobs import services
 from service.jobs.formats import TranscriptFormat, render
 from service.jobs.openapi import SubmitOperation
@@ -47,7 +53,7 @@ async def _read_json(request: Request[Any, Any, Any]) -> SubmitUrl:
     try:
         return msgspec.json.decode(bytes(body), type=SubmitUrl)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid JSON body: {exc}") from exc
+        raise ValidationFailed(f"invalid JSON body: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -106,8 +106,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError) as exc:
+        moment = datetime.fromisoformat(created)
+        if moment.tzinfo is None or not 1970 <= moment.astimezone(UTC).year <= 9000:
+            raise ValueError("timestamp out of range")
+        return moment, uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise BadRequest(f"cursor {cursor!r} is not one this API returned") from exc
 
 

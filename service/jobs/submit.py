@@ -111,6 +111,11 @@ def check_audio_url(url: str) -> str:
     # Control characters (NUL above all, which PostgreSQL text can't store) never belong in a URL.
     if re.search(r"[\s\x00-\x1f\x7f]", text) or len(text) > 4096:
         raise InvalidUrl("audio_url is not a valid URL")
+    try:
+        # What the fetcher will parse: catches hosts IDNA refuses (e.g. "xn--zz.com").
+        _ = httpx.URL(text).host
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidUrl(f"audio_url is not a valid URL: {exc}") from exc
     return text
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service.errors import BadRequest, PayloadTooLarge, ValidationFailed
@@ -50,6 +51,7 @@ class _Receiver:
         self.fields: dict[str, str] = {}
         self.file: IO[bytes] | None = None
         self.file_size = 0
+        self.other_bytes = 0
         self.file_seen = False
         self.filename: str | None = None
         self.content_type: str | None = None
@@ -104,11 +106,16 @@ class _Receiver:
                 )
             assert self.file is not None
             self.file.write(chunk)
-        elif self._part.filename is None:
-            self._part.value += chunk
-            if len(self._part.value) > MAX_FIELD_BYTES:
-                raise ValidationFailed(f"form field {self._part.name!r} is too long")
-        # Other file parts (not 'file') are ignored rather than stored.
+        else:
+            # Everything beside the audio (fields, and other file parts, which are ignored)
+            # shares one small budget, so a body of many parts can't fill memory.
+            self.other_bytes += len(chunk)
+            if self.other_bytes > MAX_FIELD_BYTES:
+                raise PayloadTooLarge(
+                    f"the form fields beside 'file' exceed {MAX_FIELD_BYTES} bytes"
+                )
+            if self._part.filename is None:
+                self._part.value += chunk
 
     def on_part_end(self) -> None:
         if self._part.is_file and self.file is not None:
@@ -154,9 +161,7 @@ async def receive_upload(
             receiver.file.close()
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()
-        if isinstance(exc, Exception) and not isinstance(
-            exc, (BadRequest, ValidationFailed, PayloadTooLarge)
-        ):
+        if isinstance(exc, FormParserError) and not isinstance(exc, OSError):
             raise BadRequest(f"the multipart body could not be parsed: {exc}") from exc
         raise
     return ReceivedUpload(

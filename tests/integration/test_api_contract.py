@@ -622,29 +622,43 @@ async def test_a_body_neither_multipart_nor_json_is_an_unsupported_media_type(
 
 @pytest.mark.usefixtures("unchanged")
 @pytest.mark.parametrize(
-    "content",
+    ("content", "status", "code"),
     [
-        b'{"audio_url": ',
-        b"not json",
-        b"",
-        b'{"audio_url": "https://example.com/a.mp3", "speed": 2}',
-        b'{"language": "en"}',
-        b'{"audio_url": 42}',
-        b'["https://example.com/a.mp3"]',
+        (b'{"audio_url": ', 400, "bad_request"),
+        (b"not json", 400, "bad_request"),
+        (b"", 400, "bad_request"),
+        (b'{"audio_url": "https://example.com/a.mp3", "speed": 2}', 422, "validation_error"),
+        (b'{"language": "en"}', 422, "validation_error"),
+        (b'{"audio_url": 42}', 422, "validation_error"),
+        (
+            b'{"audio_url": "https://example.com/a", "word_timestamps": "yes"}',
+            422,
+            "validation_error",
+        ),
+        (b'["https://example.com/a.mp3"]', 422, "validation_error"),
     ],
-    ids=["truncated", "not-json", "empty", "unknown-field", "no-url", "url-not-text", "array"],
+    ids=[
+        "truncated",
+        "not-json",
+        "empty",
+        "unknown-field",
+        "no-url",
+        "url-not-text",
+        "flag-not-bool",
+        "array",
+    ],
 )
-async def test_a_json_body_that_is_not_a_submission_is_a_bad_request(
-    client: Client, content: bytes
+async def test_a_json_body_that_is_not_a_submission_is_refused(
+    client: Client, content: bytes, status: int, code: str
 ) -> None:
-    # given a JSON body that is malformed or of the wrong shape
+    # given a JSON body that is malformed (400) or of the wrong shape (422, like bad options)
     # when it is posted
     response = await client.post(
         "/v1/jobs", content=content, headers={"content-type": "application/json"}
     )
 
-    # then it is 400
-    assert_error(response, 400, "bad_request")
+    # then it is refused with that status and code
+    assert_error(response, status, code)
 
 
 @pytest.mark.usefixtures("unchanged")
@@ -659,6 +673,8 @@ async def test_a_json_body_that_is_not_a_submission_is_a_bad_request(
         "https://[::1/a",
         "https://example.com:99999/a",
         "https://example.com/a\x00b",
+        "http://xn--zz.com/a",
+        "http://ex\u00e4mple..com/a",
     ],
 )
 async def test_an_audio_url_that_is_not_http_is_an_invalid_url(client: Client, url: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -14,7 +16,8 @@ from workers.retry import backoff
     "error",
     [
         ConnectionRefusedError(111, "refused"),
-        OSError("network unreachable"),
+        OSError(errno.ENETUNREACH, "network unreachable"),
+        TimeoutError("connect timed out"),
         PoolTimeout("pool exhausted"),
         OperationalError("SELECT 1", {}, Exception("server closed the connection")),
         DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True),
@@ -30,6 +33,8 @@ def test_an_unreachable_database_is_transient(error: BaseException) -> None:
         IntegrityError("INSERT", {}, Exception("duplicate key")),
         DBAPIError("SELECT 1", {}, Exception("syntax"), connection_invalidated=False),
         ValueError("bad value"),
+        OSError(errno.ENOSPC, "no space left on device"),
+        FileNotFoundError(errno.ENOENT, "ffprobe"),
         RuntimeError("bug"),
     ],
 )
