@@ -80,14 +80,26 @@ class Settings:
     @property
     def max_time_limit(self) -> float:
         """The longest hard time limit any task can get (for the longest allowed audio)."""
-        return self.transcribe_time_limit_base + (
-            self.transcribe_time_limit_factor * self.max_audio_seconds
+        return max(
+            self.fetch_time_limit,
+            self.transcribe_time_limit_base
+            + self.transcribe_time_limit_factor * self.max_audio_seconds,
         )
 
     @property
     def visibility_timeout(self) -> int:
         """Redis visibility timeout: twice the longest hard limit (no live task is redelivered)."""
         return int(2 * self.max_time_limit)
+
+    @property
+    def fetch_deadline(self) -> float:
+        """Longest a whole download may take (httpx's timeout applies per read, not in all)."""
+        return 10 * self.fetch_timeout_seconds
+
+    @property
+    def fetch_time_limit(self) -> float:
+        """Hard time limit of the fetch task: the download deadline plus time to probe/store."""
+        return self.fetch_deadline + 120.0
 
     def transcribe_time_limit(self, audio_seconds: float | None) -> float:
         """Hard time limit for transcribing audio of this length."""

@@ -160,14 +160,26 @@ class JobController(Controller):
 
     @delete("/{job_id:str}", status_code=204, summary="Delete a job, its audio and transcript")
     async def remove(
-        self, job_id: FromPath[str], sessions: NamedDependency[async_sessionmaker[AsyncSession]]
+        self,
+        job_id: FromPath[str],
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        settings: NamedDependency[Settings],
     ) -> None:
-        """Delete the job row (with its transcript) and then its audio file."""
+        """Delete the job row (with its transcript), then every audio file of the job."""
+        job_uuid = parse_job_id(job_id)
         async with sessions() as session, session.begin():
-            audio_path = await services.delete_job(session, parse_job_id(job_id))
-        if audio_path:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(Path(audio_path).unlink)
+            audio_path = await services.delete_job(session, job_uuid)
+        await asyncio.to_thread(remove_audio, settings.audio_dir, job_uuid, audio_path)
+
+
+def remove_audio(audio_dir: Path, job_id: uuid.UUID, audio_path: str | None) -> None:
+    """Remove the job's stored audio and any partial download left by a killed fetch."""
+    paths = {*audio_dir.glob(f"{job_id}.*")}
+    if audio_path:
+        paths.add(Path(audio_path))
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _accepted_response(

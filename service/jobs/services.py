@@ -353,6 +353,27 @@ async def fail_job(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, detail: str) -> bool:
+    """Fail a URL job whose audio was not fetched yet; False when it has audio or moved on.
+
+    A fetcher's failure must not touch a job another fetcher already completed the fetch of
+    (a duplicate message), let alone one that is being transcribed.
+    """
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued", Job.audio_path.is_(None))
+        .values(
+            status="failed",
+            progress_stage="failed",
+            error_code=code,
+            error_detail=detail,
+            finished_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def attach_audio(
     session: AsyncSession,
     job_id: uuid.UUID,

@@ -6,6 +6,7 @@ outage at submit time loses nothing: the message waits in the outbox for the rel
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import re
@@ -132,6 +133,7 @@ async def accept_upload(
     upload = await receive_upload(
         body, content_type, dest=path, max_bytes=settings.max_upload_bytes
     )
+    enqueue: asyncio.Future[Accepted] | None = None
     try:
         if not content_type_accepted(upload.content_type):
             raise UnsupportedMediaType(
@@ -156,13 +158,30 @@ async def accept_upload(
             audio_bytes=upload.size,
             audio_seconds=info.duration,
         )
-        return await _enqueue(
-            sessionmaker, new, TRANSCRIBE, settings.transcribe_time_limit(info.duration)
+        enqueue = asyncio.ensure_future(
+            _enqueue(sessionmaker, new, TRANSCRIBE, settings.transcribe_time_limit(info.duration))
         )
+        try:
+            return await asyncio.shield(enqueue)
+        except asyncio.CancelledError:
+            # The client went away during the commit: let the commit finish, so the audio
+            # is removed only if the job row was not written.
+            await asyncio.wait([enqueue])
+            raise
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(path).unlink()
+        if not _succeeded(enqueue):
+            with contextlib.suppress(FileNotFoundError):
+                Path(path).unlink()
         raise
+
+
+def _succeeded(future: asyncio.Future[Accepted] | None) -> bool:
+    return (
+        future is not None
+        and future.done()
+        and not future.cancelled()
+        and future.exception() is None
+    )
 
 
 async def accept_url(
@@ -189,7 +208,7 @@ async def accept_url(
     new = services.NewJob(
         id=uuid.uuid4(), source="url", **dataclasses.asdict(options), audio_url=url
     )
-    return await _enqueue(sessionmaker, new, FETCH_AUDIO, settings.fetch_timeout_seconds * 2 + 60)
+    return await _enqueue(sessionmaker, new, FETCH_AUDIO, settings.fetch_time_limit)
 
 
 async def _enqueue(

@@ -7,10 +7,13 @@ relay that published twice would; the GPU worker must claim nothing for them.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,3 +141,57 @@ async def test_duplicates_sent_at_submit_transcribe_once(
     assert _lines(gpu, job_id, "claimed") == 1
     assert _lines(gpu, job_id, "completed") == 1
     assert _lines(gpu, job_id, "nothing to do (duplicate") == 2
+
+
+class _SlowAudio(http.server.BaseHTTPRequestHandler):
+    """Serves the spoken clip after a pause, counting the full downloads it serves."""
+
+    audio = b""
+    downloads = 0
+
+    def do_GET(self) -> None:
+        if "range" not in self.headers:  # the API's submit-time check asks for one byte
+            type(self).downloads += 1
+            time.sleep(1.0)
+        self.send_response(200)
+        self.send_header("content-type", "audio/wav")
+        self.send_header("content-length", str(len(self.audio)))
+        self.end_headers()
+        self.wfile.write(self.audio)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def test_two_fetches_of_one_url_job_at_once_leave_one_good_audio_file(
+    api: AsyncTestClient[Any],
+    publisher: CeleryPublisher,
+    sessions: Sessions,
+    spoken: bytes,
+    workers: dict[str, WorkerProcess],
+) -> None:
+    # Given a URL job whose fetch message is duplicated while the slow download runs
+    _SlowAudio.audio, _SlowAudio.downloads = spoken, 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowAudio)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dup.wav"
+        response = await api.post("/v1/jobs", json={"audio_url": url})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        publisher.publish("io.fetch_audio", "io", [job_id], None)
+
+        # when both fetches have run
+        job = await wait_for_job(api, job_id)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # then both downloaded, the job completed once, and the file it points at exists
+    assert _SlowAudio.downloads == 2
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 1
+    async with sessions() as session:
+        row = await session.get(Job, uuid.UUID(job_id))
+        assert row is not None and row.audio_path
+    assert Path(row.audio_path).is_file()

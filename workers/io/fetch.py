@@ -6,6 +6,7 @@ then records it on the job and enqueues transcription in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -55,10 +56,20 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
         await services.set_stage(session, job_uuid, "fetching")
 
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
-    final = incoming_path(settings.audio_dir, job_uuid)
-    part = final.with_name(f"{final.name}.{ctx['job_id']}.part")
+    # Names of this attempt's own: a duplicate message fetching at the same time can't
+    # overwrite or delete the file the job ends up pointing at.
+    final = incoming_path(settings.audio_dir, job_uuid).with_suffix(f".{ctx['job_id']}.audio")
+    part = final.with_suffix(".part")
     try:
-        content_type, size = await _download(ctx["http"], url, part, settings.max_upload_bytes)
+        try:
+            async with asyncio.timeout(settings.fetch_deadline):
+                content_type, size = await _download(
+                    ctx["http"], url, part, settings.max_upload_bytes
+                )
+        except TimeoutError as exc:
+            raise UrlUnreadable(
+                f"downloading {url} took longer than {settings.fetch_deadline:.0f} s"
+            ) from exc
         if not content_type_accepted(content_type):
             raise UnsupportedMediaType(f"the URL serves {content_type!r}, not audio")
         info = await probe_audio(
@@ -79,7 +90,6 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
         _discard(part)
         raise
 
-    part.replace(final)
     async with sessions() as session, session.begin():
         attached = await services.attach_audio(
             session,
@@ -98,9 +108,11 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
                 job_id=job_uuid,
                 time_limit=settings.transcribe_time_limit(info.duration),
             )
+            # Before the commit: if the rename fails, the job is not left pointing nowhere.
+            part.replace(final)
     if outbox_id is None:
         # Cancelled or deleted while we fetched (or a duplicate won): keep nothing.
-        _discard(final)
+        _discard(part)
         return "skipped"
     await publish_pending(sessions, ctx["publisher"], ids=[outbox_id], offload=ctx["in_hub"])
     return "fetched"
@@ -136,8 +148,8 @@ async def _download(
 async def _fail(ctx: dict[str, Any], job_id: uuid.UUID, error: StenoError) -> str:
     log.info("job %s failed while fetching: %s %s", job_id, error.code, error.detail)
     async with ctx["sessions"]() as session, session.begin():
-        await services.fail_job(session, job_id, code=error.code, detail=error.detail)
-    return "failed"
+        failed = await services.fail_fetch(session, job_id, code=error.code, detail=error.detail)
+    return "failed" if failed else "skipped"
 
 
 def _discard(path: Path) -> None:
