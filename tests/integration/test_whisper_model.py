@@ -161,7 +161,9 @@ def test_unknown_model_tells_operator_how_to_install(tmp_path: Path) -> None:
 
 
 def test_choose_device() -> None:
-    assert choose_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert choose_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    count = max(1, torch.cuda.device_count())
+    assert choose_device("cuda", slot=3) == f"cuda:{3 % count}"
     assert choose_device() == choose_device("auto")
     assert choose_device("cpu") == "cpu"
     assert choose_device("cuda:1") == "cuda:1"

@@ -11,6 +11,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+import billiard.process
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
@@ -33,16 +34,25 @@ def runtime() -> GpuRuntime:
     if _runtime is None:
         from workers.gpu.transcription import GpuRuntime
 
-        _runtime = GpuRuntime(settings)
-        _runtime.model(settings.whisper_model)
+        # billiard numbers prefork children 0..c-1; each pins its own GPU.
+        slot = int(getattr(billiard.process.current_process(), "index", 0) or 0)
+        _runtime = GpuRuntime(settings, slot=slot)
     return _runtime
 
 
 @worker_process_init.connect
 def _load_model_after_fork(**_: Any) -> None:
-    if QueueName.GPU.value in worker_queues:
-        log.info("GPU child %d: loading Whisper %r", os.getpid(), settings.whisper_model)
-        runtime()
+    if QueueName.GPU.value not in worker_queues:
+        return
+    log.info("GPU child %d: loading Whisper %r", os.getpid(), settings.whisper_model)
+    try:
+        runtime().model(settings.whisper_model)
+    except Exception:
+        # Each job then tries again after its claim, and fails with this reason if it
+        # persists, rather than every message being swallowed while jobs wait.
+        log.exception(
+            "GPU child %d: could not load Whisper %r", os.getpid(), settings.whisper_model
+        )
 
 
 @worker_process_shutdown.connect

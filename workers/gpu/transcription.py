@@ -56,11 +56,15 @@ class AudioUnreadable(Exception):
 class GpuRuntime:
     """One GPU child's model cache and database access."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, slot: int = 0) -> None:
         from workers.gpu.whisper import choose_device
 
         self.settings = settings
-        self.device = choose_device(settings.whisper_device)
+        self.device = choose_device(settings.whisper_device, slot=slot)
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.set_device(self.device)
         # Whisper holds the child's main thread for seconds at a time; the loop runs beside
         # it so lease renewals go on meanwhile.
         self._loop = asyncio.new_event_loop()
@@ -150,6 +154,8 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
         with runtime.lease_kept(claim):
             model = runtime.model(claim.model)
             result = _transcribe(runtime, claim, model)
+        transcript = to_transcript(result)
+        completed = runtime.db(_complete(runtime, claim, transcript))
     except ClaimLost:
         log.info("job %s: stopped early: cancelled, deleted or claimed elsewhere", job_id)
         return "abandoned"
@@ -162,8 +168,7 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
             return _fail(runtime, claim, "time_limit_exceeded", "transcription took too long")
         log.exception("job %s: transcription failed", job_id)
         return _fail(runtime, claim, "transcription_failed", f"{type(exc).__name__}: {exc}")
-    transcript = to_transcript(result)
-    if runtime.db(_complete(runtime, claim, transcript)):
+    if completed:
         log.info(
             "job %s: completed, %.1f s of audio, %d segments",
             job_id,

@@ -78,17 +78,22 @@ class Transcription:
     segments: list[Segment]
 
 
-def choose_device(preference: str = "auto") -> str:
+def choose_device(preference: str = "auto", *, slot: int = 0) -> str:
     """Return the torch device string to run on.
 
-    ``"auto"`` gives ``"cuda"`` when torch sees a CUDA device and ``"cpu"`` otherwise; ``"cpu"``,
-    ``"cuda"`` and ``"cuda:N"`` are returned as given (a CUDA preference is not silently
-    downgraded: loading will fail loudly if there is no GPU). Anything else raises ValueError.
+    ``"auto"`` means ``"cuda"`` when torch sees a CUDA device and ``"cpu"`` otherwise.
+    ``"cuda"`` pins device ``slot`` modulo the device count (``cuda:0`` for slot 0 or when
+    none is visible), so the worker's children spread over the host's GPUs. ``"cpu"`` and
+    ``"cuda:N"`` are returned as given (a CUDA preference is not silently downgraded: loading
+    fails loudly if there is no GPU). Anything else raises ValueError.
     """
     pref = preference.strip().lower()
     if pref == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if pref in ("cpu", "cuda") or (pref.startswith("cuda:") and pref[5:].isdigit()):
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if pref == "cuda":
+        # One worker child per GPU: child ``slot`` pins device ``slot`` (modulo the count).
+        return f"cuda:{slot % max(1, torch.cuda.device_count())}"
+    if pref == "cpu" or (pref.startswith("cuda:") and pref[5:].isdigit()):
         return pref
     raise ValueError(f"unknown device {preference!r}: use auto, cpu, cuda or cuda:N")
 
