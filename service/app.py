@@ -17,7 +17,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
 from sqlalchemy.exc import OperationalError
 
-from service.broker import CeleryPublisher, make_producer_app
+from service.broker import CeleryPublisher, GuardedPublisher, make_producer_app
 from service.db.engine import database_unreachable, make_engine, make_sessionmaker
 from service.errors import StenoError
 from service.health.controllers import HealthController, WorkerCensus
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.redis = redis
-        app.state.publisher = CeleryPublisher(producer)
+        app.state.publisher = GuardedPublisher(CeleryPublisher(producer))
         app.state.census = WorkerCensus(producer)
         app.state.http = httpx.AsyncClient(
             follow_redirects=True,

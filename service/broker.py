@@ -91,3 +91,37 @@ class CeleryPublisher:
             retry_policy=self._retry_policy,
             **options,
         )
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker failed moments ago; the message was not sent (the outbox keeps it)."""
+
+
+class GuardedPublisher:
+    """A publisher that, after a failure, refuses at once for ``cooldown`` seconds.
+
+    While Redis is down each publish would wait for its connect timeout, holding a thread
+    and a database connection; failing fast leaves those messages to the relay's sweep.
+    """
+
+    def __init__(self, inner: Publisher, *, cooldown: float = 5.0) -> None:
+        self._inner = inner
+        self._cooldown = cooldown
+        self._closed_until = 0.0
+
+    def publish(
+        self,
+        task_name: str,
+        queue: str,
+        args: list[Any],
+        time_limit: float | None,
+        enqueued_at: float | None = None,
+    ) -> None:
+        """Publish through the inner publisher unless it failed within the cooldown."""
+        if time.monotonic() < self._closed_until:
+            raise BrokerUnavailable("the broker failed moments ago; left to the relay")
+        try:
+            self._inner.publish(task_name, queue, args, time_limit, enqueued_at)
+        except Exception:
+            self._closed_until = time.monotonic() + self._cooldown
+            raise

@@ -139,3 +139,35 @@ def test_importing_the_api_loads_neither_torch_whisper_nor_the_workers() -> None
     assert "service.app" in loaded
     heavy = {m for m in loaded if m.split(".")[0] in {"torch", "whisper", "workers"}}
     assert heavy == set()
+
+
+class _FlakyBroker:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.down = True
+
+    def publish(self, *args: object) -> None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("broker down")
+
+
+def test_a_guarded_publisher_fails_fast_after_a_broker_error() -> None:
+    from service.broker import BrokerUnavailable, GuardedPublisher
+
+    # Given a broker that just failed
+    broker = _FlakyBroker()
+    guarded = GuardedPublisher(broker, cooldown=60.0)
+    with pytest.raises(ConnectionError):
+        guarded.publish("gpu.transcribe", "gpu", ["x"], None)
+
+    # when more messages come within the cooldown, then they fail at once, untried
+    broker.down = False
+    with pytest.raises(BrokerUnavailable):
+        guarded.publish("gpu.transcribe", "gpu", ["y"], None)
+    assert broker.calls == 1
+
+    # and after the cooldown the broker is tried again
+    guarded_soon = GuardedPublisher(broker, cooldown=0.0)
+    guarded_soon.publish("gpu.transcribe", "gpu", ["z"], None)
+    assert broker.calls == 2
