@@ -52,6 +52,9 @@ class Settings:
     # A running job's claim lasts this long unless its worker renews it (every quarter);
     # a worker that died is noticed within about this time.
     lease_seconds: float = 60.0
+    # A queued job untouched this long gets its task message sent again (a message can be
+    # lost with Redis, or consumed by a task that gave up); duplicates are harmless.
+    redrive_after_seconds: float = 3600.0
     outbox_sweep_seconds: float = 5.0
     outbox_grace_seconds: float = 2.0
     publish_timeout_seconds: float = 3.0

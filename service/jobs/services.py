@@ -374,6 +374,53 @@ async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, det
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True, slots=True)
+class Stranded:
+    """An active job that may have no task message left anywhere."""
+
+    job_id: uuid.UUID
+    has_audio: bool
+    audio_seconds: float | None
+
+
+async def stranded_jobs(
+    session: AsyncSession, *, everything: bool, queued_for: float, limit: int = 1000
+) -> list[Stranded]:
+    """Active jobs whose message may be lost, marked as looked at (so each comes back rarely).
+
+    With ``everything`` (the broker lost its queues) that is every queued or running job;
+    otherwise running jobs whose lease ran out a lease ago, and queued jobs untouched for
+    ``queued_for`` seconds.
+    """
+    condition: Any = Job.status.in_(ACTIVE)
+    if not everything:
+        condition = or_(
+            and_(Job.status == "running", Job.lease_expires_at < func.now()),
+            and_(
+                Job.status == "queued",
+                Job.updated_at < func.now() - timedelta(seconds=queued_for),
+            ),
+        )
+    rows = (
+        await session.execute(
+            update(Job)
+            .where(
+                Job.id.in_(
+                    select(Job.id)
+                    .where(condition)
+                    .order_by(Job.created_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                    .scalar_subquery()
+                )
+            )
+            .values(updated_at=func.now())
+            .returning(Job.id, Job.audio_path, Job.audio_seconds)
+        )
+    ).all()
+    return [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
+
+
 async def attach_audio(
     session: AsyncSession,
     job_id: uuid.UUID,

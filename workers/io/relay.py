@@ -1,19 +1,37 @@
-"""The outbox relay's sweep: publish what the fast path after commit did not."""
+"""The relay's sweep: publish what the fast path did not, and re-send lost messages.
+
+PostgreSQL is the truth and Redis only transport, so a job must survive its message being
+lost (Redis restarted with nothing on disk, or a task that gave up before claiming it).
+The sweep notices through a marker key in the broker's Redis: when the key is gone, the
+broker lost its queues, and every active job's task is sent again. Apart from that, jobs
+whose lease ran out, or queued jobs untouched for ``STENO_REDRIVE_AFTER_SECONDS``, are sent
+again too. Workers are idempotent, so a message sent twice does nothing.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
-from service.outbox import publish_pending
+from service.jobs import services
+from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE
+from service.outbox import add_message, publish_pending
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BROKER_MARKER = "steno:broker-marker"
 
 
 async def relay_outbox(ctx: dict[str, Any]) -> int:
-    """Publish outbox messages older than the grace period; returns how many went out.
+    """Re-enqueue stranded jobs, then publish outbox messages older than the grace period.
 
-    The grace period leaves fresh rows to the fast path that committed them.
+    Returns how many messages went out. The grace period leaves fresh rows to the fast
+    path that committed them.
     """
     settings: Settings = ctx["settings"]
+    await redrive_stranded(ctx)
     total = 0
     while True:
         sent = await publish_pending(
@@ -25,3 +43,31 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
         total += sent
         if sent < 500:
             return total
+
+
+async def redrive_stranded(ctx: dict[str, Any]) -> int:
+    """Stage a fresh task message for every job whose message may be lost; returns how many."""
+    settings: Settings = ctx["settings"]
+    # SET NX succeeds only when the marker is missing: a new (or emptied) broker.
+    broker_was_lost = bool(await ctx["broker_redis"].set(BROKER_MARKER, str(time.time()), nx=True))
+    async with ctx["sessions"]() as session, session.begin():
+        stranded = await services.stranded_jobs(
+            session, everything=broker_was_lost, queued_for=settings.redrive_after_seconds
+        )
+        ids = []
+        for job in stranded:
+            if job.has_audio:
+                task, limit = TRANSCRIBE, settings.transcribe_time_limit(job.audio_seconds)
+            else:
+                task, limit = FETCH_AUDIO, settings.fetch_time_limit
+            ids.append(
+                await add_message(
+                    session, task, [str(job.job_id)], job_id=job.job_id, time_limit=limit
+                )
+            )
+    if not ids:
+        return 0
+    reason = "the broker lost its queues" if broker_was_lost else "their messages look lost"
+    log.warning("re-sending %d jobs' tasks: %s", len(ids), reason)
+    await publish_pending(ctx["sessions"], ctx["publisher"], ids=ids, offload=ctx["in_hub"])
+    return len(ids)

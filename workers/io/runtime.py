@@ -71,6 +71,7 @@ class IoRuntime:
             engine=engine,
             sessions=make_sessionmaker(engine),
             redis=Redis.from_url(s.redis_url, max_connections=s.io_concurrency),
+            broker_redis=Redis.from_url(s.broker, max_connections=4),
         )
 
     async def run_process(self, argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
@@ -89,6 +90,7 @@ class IoRuntime:
     async def _shutdown(self) -> None:
         await self.ctx["http"].aclose()
         await self.ctx["redis"].aclose()
+        await self.ctx["broker_redis"].aclose()
         await self.ctx["engine"].dispose()
 
     def call(
