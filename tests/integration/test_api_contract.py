@@ -7,6 +7,7 @@ and each test can check which task its submission would have sent.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import uuid
@@ -427,7 +428,23 @@ async def test_the_status_filter_lists_only_that_status(client: Client) -> None:
     assert cancelled in cancelled_ids and cancelled not in queued_ids
 
 
-@pytest.mark.parametrize("cursor", ["garbage!", "bm90LWEtY3Vyc29y", "MjAyNHxub3QtYS11dWlk"])
+def _cursor(moment: str) -> str:
+    """A cursor in the API's encoding whose timestamp is ``moment``."""
+    raw = f"{moment}|3f0c0000-0000-4000-8000-000000000000".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!",
+        "bm90LWEtY3Vyc29y",
+        "MjAyNHxub3QtYS11dWlk",
+        _cursor("9999-12-31T23:00:00-05:00"),  # year 10000 in UTC
+        _cursor("0001-01-01T00:30:00+01:00"),  # before year 1 in UTC
+        _cursor("2024-01-01T00:00:00"),  # no time zone
+    ],
+)
 async def test_a_cursor_this_api_did_not_issue_is_a_bad_request(
     client: Client, cursor: str
 ) -> None:
@@ -811,3 +828,19 @@ async def test_audio_longer_than_the_limit_is_refused(
     # then it is 422 audio_too_long and nothing is published
     assert_error(response, 422, "audio_too_long")
     assert publisher.messages == []
+
+
+@pytest.mark.usefixtures("unchanged")
+async def test_many_form_fields_beside_the_file_are_payload_too_large(
+    client: Client, speech: bytes
+) -> None:
+    # given real audio sent with a great many large form fields
+    fields = {f"field{i}": "x" * 60_000 for i in range(20)}
+
+    # when it is uploaded
+    response = await client.post(
+        "/v1/jobs", files={"file": ("a.wav", speech, "audio/wav")}, data=fields
+    )
+
+    # then it is refused before the fields fill memory
+    assert_error(response, 413, "payload_too_large")
