@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.bench import inference
+from tests.bench import inference, pipeline
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
 
@@ -20,7 +20,7 @@ def main() -> int:
     """Run the benchmarks, print a summary, write one JSON file per benchmark."""
     RESULTS.mkdir(exist_ok=True)
     machine = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name, run in (("inference", inference.run),):
+    for name, run in (("inference", inference.run), ("pipeline", pipeline.run)):
         started = time.perf_counter()
         figures = run()
         figures["machine"] = machine
