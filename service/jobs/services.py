@@ -384,18 +384,32 @@ class Stranded:
 
 
 async def stranded_jobs(
-    session: AsyncSession, *, everything: bool, queued_for: float, limit: int = 1000
+    session: AsyncSession,
+    *,
+    everything: bool,
+    queued_for: float,
+    lease_seconds: float,
+    after: uuid.UUID | None = None,
+    limit: int = 1000,
 ) -> list[Stranded]:
     """Active jobs whose message may be lost, marked as looked at (so each comes back rarely).
 
-    With ``everything`` (the broker lost its queues) that is every queued or running job;
-    otherwise running jobs whose lease ran out a lease ago, and queued jobs untouched for
-    ``queued_for`` seconds.
+    With ``everything`` (the broker lost its queues) that is every queued or running job,
+    in pages by id after ``after``. Otherwise it is running jobs whose lease ran out and
+    that were not touched for a lease (so a job is re-sent at most once per lease), and
+    queued jobs untouched for ``queued_for`` seconds.
     """
     condition: Any = Job.status.in_(ACTIVE)
-    if not everything:
+    if everything:
+        if after is not None:
+            condition = and_(condition, Job.id > after)
+    else:
         condition = or_(
-            and_(Job.status == "running", Job.lease_expires_at < func.now()),
+            and_(
+                Job.status == "running",
+                Job.lease_expires_at < func.now(),
+                Job.updated_at < func.now() - timedelta(seconds=lease_seconds),
+            ),
             and_(
                 Job.status == "queued",
                 Job.updated_at < func.now() - timedelta(seconds=queued_for),
@@ -408,7 +422,7 @@ async def stranded_jobs(
                 Job.id.in_(
                     select(Job.id)
                     .where(condition)
-                    .order_by(Job.created_at)
+                    .order_by(Job.id)
                     .limit(limit)
                     .with_for_update(skip_locked=True)
                     .scalar_subquery()
@@ -418,7 +432,24 @@ async def stranded_jobs(
             .returning(Job.id, Job.audio_path, Job.audio_seconds)
         )
     ).all()
-    return [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
+    found = [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
+    return sorted(found, key=lambda job: job.job_id)
+
+
+async def release_claim(session: AsyncSession, claim: Claim) -> bool:
+    """Put a held job back to queued (the worker, not the job, is at fault); keeps attempts."""
+    result = await session.execute(
+        update(Job)
+        .where(_held(claim.job_id, claim.token))
+        .values(
+            status="queued",
+            progress_stage="queued",
+            lease_expires_at=None,
+            worker=None,
+            updated_at=func.now(),
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def attach_audio(

@@ -164,9 +164,11 @@ async def accept_upload(
         try:
             return await asyncio.shield(enqueue)
         except asyncio.CancelledError:
-            # The client went away during the commit: let the commit finish, so the audio
-            # is removed only if the job row was not written.
-            await asyncio.wait([enqueue])
+            # The client went away during the commit: let the commit finish (even through
+            # further cancellations), so the audio is removed only if no job row was written.
+            while not enqueue.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([enqueue])
             raise
     except BaseException:
         if not _succeeded(enqueue):

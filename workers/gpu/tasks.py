@@ -64,10 +64,20 @@ def _close_runtime(**_: Any) -> None:
 @app.task(name=TaskName.TRANSCRIBE.value, bind=True)
 def transcribe(self: Task, job_id: str) -> str:
     """Transcribe one job; duplicates and late messages are no-ops."""
-    from workers.gpu.transcription import JobHeld, run_transcription
+    from workers.gpu.transcription import JobHeld, WorkerUnfit, run_transcription
 
     try:
-        return run_transcription(runtime(), job_id, worker=str(self.request.hostname))
+        try:
+            child = runtime()
+        except Exception as exc:
+            raise WorkerUnfit(f"GPU child could not start: {exc}") from exc
+        return run_transcription(child, job_id, worker=str(self.request.hostname))
+    except WorkerUnfit as unfit:
+        # Not the job's fault: hand the message back for this or another worker to retry.
+        if self.request.retries >= TRANSIENT_RETRIES:
+            raise
+        log.error("gpu.transcribe %s: %s; retrying", job_id, unfit)
+        raise self.retry(countdown=backoff(self.request.retries), max_retries=None) from unfit
     except JobHeld as held:
         # If the holder died, its lease runs out and this retry claims the job again.
         raise self.retry(countdown=held.seconds + 1.0, max_retries=None, exc=held) from held

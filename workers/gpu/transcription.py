@@ -45,6 +45,14 @@ class JobHeld(Exception):
         self.seconds = seconds
 
 
+class WorkerUnfit(Exception):
+    """This worker can't transcribe now (device or model won't load): not the job's fault."""
+
+
+class ModelUnavailable(Exception):
+    """The job's model failed to load on every attempt it was given."""
+
+
 class ClaimLost(Exception):
     """The job was cancelled, deleted or claimed by another worker while we transcribed."""
 
@@ -123,7 +131,8 @@ class GpuRuntime:
 
     def close(self) -> None:
         """Dispose of the engine and stop the loop thread."""
-        self.db(self._engine.dispose())
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._engine.dispose(), self._loop).result(10.0)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5.0)
 
@@ -152,13 +161,17 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
         if not claim.audio_path or not Path(claim.audio_path).is_file():
             raise AudioUnreadable("the job's audio file is missing")
         with runtime.lease_kept(claim):
-            model = runtime.model(claim.model)
+            model = _load_or_release(runtime, claim)
             result = _transcribe(runtime, claim, model)
         transcript = to_transcript(result)
         completed = runtime.db(_complete(runtime, claim, transcript))
     except ClaimLost:
         log.info("job %s: stopped early: cancelled, deleted or claimed elsewhere", job_id)
         return "abandoned"
+    except WorkerUnfit:
+        raise
+    except ModelUnavailable as exc:
+        return _fail(runtime, claim, "model_unavailable", str(exc))
     except AudioUnreadable as exc:
         return _fail(runtime, claim, "invalid_audio", str(exc))
     except Exception as exc:
@@ -196,6 +209,25 @@ async def _lease_remaining(runtime: GpuRuntime, job_id: uuid.UUID) -> float | No
         return await services.lease_remaining(session, job_id)
 
 
+def _load_or_release(runtime: GpuRuntime, claim: services.Claim) -> Any:
+    """The job's model; when it won't load, hand the job back (or fail it at the cap)."""
+    try:
+        return runtime.model(claim.model)
+    except Exception as exc:
+        log.exception("job %s: model %r would not load", claim.job_id, claim.model)
+        if claim.token >= runtime.settings.max_attempts:
+            raise ModelUnavailable(
+                f"model {claim.model!r} could not be loaded: {type(exc).__name__}: {exc}"
+            ) from exc
+        runtime.db(_release(runtime, claim))
+        raise WorkerUnfit(f"model {claim.model!r} would not load: {exc}") from exc
+
+
+async def _release(runtime: GpuRuntime, claim: services.Claim) -> bool:
+    async with runtime.sessions() as session, session.begin():
+        return await services.release_claim(session, claim)
+
+
 def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Transcription:
     from workers.gpu.whisper import transcribe
 
@@ -208,12 +240,21 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
         now = time.monotonic()
         if now - last >= PROGRESS_INTERVAL_SECONDS and duration > 0:
             last = now
-            percent = min(99.0, 100.0 * segment.end / duration)
-            if not runtime.db(_progress(runtime, claim, "transcribing", percent)):
-                raise ClaimLost()
+            report(min(99.0, 100.0 * segment.end / duration))
 
-    if not runtime.db(_progress(runtime, claim, "transcribing", 0.0)):
-        raise ClaimLost()
+    def report(percent: float) -> None:
+        try:
+            held = runtime.db(_progress(runtime, claim, "transcribing", percent))
+        except Exception as exc:
+            if not database_unreachable(exc):
+                raise
+            # Progress is not worth losing the work for; the final write decides.
+            log.warning("job %s: progress not recorded: %s", claim.job_id, exc)
+            return
+        if not held:
+            raise ClaimLost()
+
+    report(0.0)
     try:
         return transcribe(
             model,

@@ -90,26 +90,32 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
         _discard(part)
         raise
 
-    async with sessions() as session, session.begin():
-        attached = await services.attach_audio(
-            session,
-            job_uuid,
-            audio_path=str(final),
-            audio_bytes=size,
-            audio_seconds=info.duration,
-            content_type=content_type,
-        )
-        outbox_id = None
-        if attached:
-            outbox_id = await add_message(
+    try:
+        async with sessions() as session, session.begin():
+            attached = await services.attach_audio(
                 session,
-                TRANSCRIBE,
-                [job_id],
-                job_id=job_uuid,
-                time_limit=settings.transcribe_time_limit(info.duration),
+                job_uuid,
+                audio_path=str(final),
+                audio_bytes=size,
+                audio_seconds=info.duration,
+                content_type=content_type,
             )
-            # Before the commit: if the rename fails, the job is not left pointing nowhere.
-            part.replace(final)
+            outbox_id = None
+            if attached:
+                outbox_id = await add_message(
+                    session,
+                    TRANSCRIBE,
+                    [job_id],
+                    job_id=job_uuid,
+                    time_limit=settings.transcribe_time_limit(info.duration),
+                )
+                # Before the commit: if the rename fails, the job is not left pointing nowhere.
+                part.replace(final)
+    except BaseException:
+        # The commit did not happen: no job points at these files.
+        _discard(part)
+        _discard(final)
+        raise
     if outbox_id is None:
         # Cancelled or deleted while we fetched (or a duplicate won): keep nothing.
         _discard(part)

@@ -46,28 +46,45 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
 
 
 async def redrive_stranded(ctx: dict[str, Any]) -> int:
-    """Stage a fresh task message for every job whose message may be lost; returns how many."""
+    """Stage and publish a fresh task message for every job whose message may be lost.
+
+    Returns how many. The broker's marker is set only after every job was re-sent, so a
+    sweep that fails half-way (PostgreSQL down too) is repeated in full by the next one.
+    """
     settings: Settings = ctx["settings"]
-    # SET NX succeeds only when the marker is missing: a new (or emptied) broker.
-    broker_was_lost = bool(await ctx["broker_redis"].set(BROKER_MARKER, str(time.time()), nx=True))
-    async with ctx["sessions"]() as session, session.begin():
-        stranded = await services.stranded_jobs(
-            session, everything=broker_was_lost, queued_for=settings.redrive_after_seconds
-        )
-        ids = []
-        for job in stranded:
-            if job.has_audio:
-                task, limit = TRANSCRIBE, settings.transcribe_time_limit(job.audio_seconds)
-            else:
-                task, limit = FETCH_AUDIO, settings.fetch_time_limit
-            ids.append(
-                await add_message(
-                    session, task, [str(job.job_id)], job_id=job.job_id, time_limit=limit
-                )
-            )
-    if not ids:
+    broker = ctx["broker_redis"]
+    try:
+        broker_was_lost = broker is not None and not await broker.exists(BROKER_MARKER)
+    except Exception:  # the broker is down: the outbox sweep still does what it can
+        log.warning("could not read the broker marker; skipping the redrive", exc_info=True)
         return 0
-    reason = "the broker lost its queues" if broker_was_lost else "their messages look lost"
-    log.warning("re-sending %d jobs' tasks: %s", len(ids), reason)
-    await publish_pending(ctx["sessions"], ctx["publisher"], ids=ids, offload=ctx["in_hub"])
-    return len(ids)
+    total, after = 0, None
+    while True:
+        async with ctx["sessions"]() as session, session.begin():
+            stranded = await services.stranded_jobs(
+                session,
+                everything=broker_was_lost,
+                queued_for=settings.redrive_after_seconds,
+                lease_seconds=settings.lease_seconds,
+                after=after,
+            )
+            ids = [await _stage(session, settings, job) for job in stranded]
+        if ids:
+            reason = "the broker lost its queues" if broker_was_lost else "messages look lost"
+            log.warning("re-sending %d jobs' tasks: %s", len(ids), reason)
+            await publish_pending(ctx["sessions"], ctx["publisher"], ids=ids, offload=ctx["in_hub"])
+        total += len(ids)
+        if not broker_was_lost or len(stranded) < 1000:
+            break
+        after = stranded[-1].job_id
+    if broker_was_lost:
+        await broker.set(BROKER_MARKER, str(time.time()))
+    return total
+
+
+async def _stage(session: Any, settings: Settings, job: services.Stranded) -> int:
+    if job.has_audio:
+        task, limit = TRANSCRIBE, settings.transcribe_time_limit(job.audio_seconds)
+    else:
+        task, limit = FETCH_AUDIO, settings.fetch_time_limit
+    return await add_message(session, task, [str(job.job_id)], job_id=job.job_id, time_limit=limit)

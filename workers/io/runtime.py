@@ -71,7 +71,10 @@ class IoRuntime:
             engine=engine,
             sessions=make_sessionmaker(engine),
             redis=Redis.from_url(s.redis_url, max_connections=s.io_concurrency),
-            broker_redis=Redis.from_url(s.broker, max_connections=4),
+            # The redrive's marker lives in the broker; only a Redis broker has one.
+            broker_redis=Redis.from_url(s.broker, max_connections=4)
+            if s.broker.startswith(("redis://", "rediss://", "unix://"))
+            else None,
         )
 
     async def run_process(self, argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
@@ -90,7 +93,8 @@ class IoRuntime:
     async def _shutdown(self) -> None:
         await self.ctx["http"].aclose()
         await self.ctx["redis"].aclose()
-        await self.ctx["broker_redis"].aclose()
+        if self.ctx["broker_redis"] is not None:
+            await self.ctx["broker_redis"].aclose()
         await self.ctx["engine"].dispose()
 
     def call(
