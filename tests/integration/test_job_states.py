@@ -325,3 +325,85 @@ async def test_deleting_a_job_removes_its_transcript_and_outbox_rows(sessions: S
     with pytest.raises(JobNotFound):
         async with sessions() as session, session.begin():
             await services.delete_job(session, job_id)
+
+
+async def test_a_stranded_running_job_is_redriven_at_most_once_per_lease(
+    sessions: Sessions,
+) -> None:
+    # Given (in one transaction, so the live relay can't see it) a running job whose
+    # holder died: lease and last touch a minute old
+    async with sessions() as session, session.begin():
+        job_id = uuid.uuid4()
+        await services.create_job(
+            session, services.NewJob(id=job_id, source="upload", model="tiny.en", audio_path="/a")
+        )
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status="running",
+                attempts=1,
+                lease_expires_at=func.now() - timedelta(minutes=1),
+                updated_at=func.now() - timedelta(minutes=1),
+            )
+        )
+
+        # when the relay looks for stranded jobs twice in a row
+        first = await services.stranded_jobs(
+            session, everything=False, queued_for=3600, lease_seconds=30
+        )
+        second = await services.stranded_jobs(
+            session, everything=False, queued_for=3600, lease_seconds=30
+        )
+
+        # then the job is found once (with its audio), and not again within the lease
+        assert [j for j in first if j.job_id == job_id] == [
+            services.Stranded(job_id=job_id, has_audio=True, audio_seconds=None)
+        ]
+        assert job_id not in {j.job_id for j in second}
+        await session.rollback()
+
+
+async def test_a_fresh_queued_job_is_not_stranded_unless_the_broker_was_lost(
+    sessions: Sessions,
+) -> None:
+    async with sessions() as session, session.begin():
+        # Given a queued job just created
+        job_id = uuid.uuid4()
+        await services.create_job(
+            session, services.NewJob(id=job_id, source="url", model="tiny.en", audio_url="http://a")
+        )
+
+        # when the relay looks normally, and after the broker lost its queues
+        normal = await services.stranded_jobs(
+            session, everything=False, queued_for=3600, lease_seconds=30
+        )
+        lost = await services.stranded_jobs(
+            session, everything=True, queued_for=3600, lease_seconds=30, after=None, limit=100000
+        )
+
+        # then only the second finds it, as a job still to fetch
+        assert job_id not in {j.job_id for j in normal}
+        assert services.Stranded(job_id=job_id, has_audio=False, audio_seconds=None) in lost
+        await session.rollback()
+
+
+async def test_releasing_a_claim_requeues_the_job_and_keeps_its_attempts(
+    sessions: Sessions,
+) -> None:
+    # Given a claimed job
+    job_id = await _new_job(sessions)
+    claim = await _claim(sessions, job_id)
+    assert claim is not None
+
+    # when its worker hands it back (its model would not load)
+    async with sessions() as session, session.begin():
+        assert await services.release_claim(session, claim)
+
+    # then it is queued again with its attempt counted, and the old claim is fenced out
+    job = await _job(sessions, job_id)
+    assert (job.status, job.attempts, job.lease_expires_at) == ("queued", 1, None)
+    async with sessions() as session, session.begin():
+        assert not await services.report_progress(session, claim, stage="x", percent=1.0)
+    again = await _claim(sessions, job_id)
+    assert again is not None and again.token == 2
