@@ -292,7 +292,7 @@ async def report_progress(
 async def complete_job(session: AsyncSession, claim: Claim, transcript: TranscriptData) -> bool:
     """Store the transcript and mark the job completed, in the caller's transaction.
 
-    Returns False (and writes nothing) when the claim was lost; the caller must then roll back.
+    Returns False (and writes nothing) when the claim was lost.
     """
     result = await session.execute(
         update(Job)

@@ -16,9 +16,11 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import database_unreachable, make_engine, make_sessionmaker
 from service.jobs import services
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Progress writes are throttled: a row update per segment would be noise on long audio.
 PROGRESS_INTERVAL_SECONDS = 1.0
@@ -84,8 +87,24 @@ class GpuRuntime:
         self.sessions = make_sessionmaker(self._engine)
         self._models: OrderedDict[str, Any] = OrderedDict()
 
-    def db(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one database coroutine on this child's loop and wait for its result."""
+    async def transact(
+        self,
+        operation: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``operation(session, *args, **kwargs)`` in one transaction, on this child's loop."""
+        async with self.sessions() as session, session.begin():
+            return await operation(session, *args, **kwargs)
+
+    def write(
+        self,
+        operation: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``transact`` from the child's main thread, waiting for its result."""
+        coro = self.transact(operation, *args, **kwargs)
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     @contextlib.contextmanager
@@ -102,8 +121,7 @@ class GpuRuntime:
         while True:
             await asyncio.sleep(lease / 4)
             try:
-                async with self.sessions() as session, session.begin():
-                    held = await services.renew_lease(session, claim, lease_seconds=lease)
+                held = await self.transact(services.renew_lease, claim, lease_seconds=lease)
             except Exception:  # a database blip: the next beat tries again
                 log.warning("job %s: lease renewal failed", claim.job_id, exc_info=True)
                 continue
@@ -148,9 +166,15 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
     only if this claim still holds the job.
     """
     job_uuid = uuid.UUID(job_id)
-    claim = runtime.db(_claim(runtime, job_uuid, worker))
+    claim = runtime.write(
+        services.claim_job,
+        job_uuid,
+        worker=worker,
+        lease_seconds=runtime.settings.lease_seconds,
+        max_attempts=runtime.settings.max_attempts,
+    )
     if claim is None:
-        remaining = runtime.db(_lease_remaining(runtime, job_uuid))
+        remaining = runtime.write(services.lease_remaining, job_uuid)
         if remaining is not None:
             log.info("job %s: held by a live worker; retrying in %.0f s", job_id, remaining)
             raise JobHeld(remaining)
@@ -164,7 +188,7 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
             model = _load_or_release(runtime, claim)
             result = _transcribe(runtime, claim, model)
         transcript = to_transcript(result)
-        completed = runtime.db(_complete(runtime, claim, transcript))
+        completed = runtime.write(services.complete_job, claim, transcript)
     except ClaimLost:
         log.info("job %s: stopped early: cancelled, deleted or claimed elsewhere", job_id)
         return "abandoned"
@@ -193,22 +217,6 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
     return "skipped"
 
 
-async def _claim(runtime: GpuRuntime, job_id: uuid.UUID, worker: str) -> services.Claim | None:
-    async with runtime.sessions() as session, session.begin():
-        return await services.claim_job(
-            session,
-            job_id,
-            worker=worker,
-            lease_seconds=runtime.settings.lease_seconds,
-            max_attempts=runtime.settings.max_attempts,
-        )
-
-
-async def _lease_remaining(runtime: GpuRuntime, job_id: uuid.UUID) -> float | None:
-    async with runtime.sessions() as session:
-        return await services.lease_remaining(session, job_id)
-
-
 def _load_or_release(runtime: GpuRuntime, claim: services.Claim) -> Any:
     """The job's model; when it won't load, hand the job back (or fail it at the cap)."""
     try:
@@ -219,13 +227,8 @@ def _load_or_release(runtime: GpuRuntime, claim: services.Claim) -> Any:
             raise ModelUnavailable(
                 f"model {claim.model!r} could not be loaded: {type(exc).__name__}: {exc}"
             ) from exc
-        runtime.db(_release(runtime, claim))
+        runtime.write(services.release_claim, claim)
         raise WorkerUnfit(f"model {claim.model!r} would not load: {exc}") from exc
-
-
-async def _release(runtime: GpuRuntime, claim: services.Claim) -> bool:
-    async with runtime.sessions() as session, session.begin():
-        return await services.release_claim(session, claim)
 
 
 def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Transcription:
@@ -244,7 +247,9 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
 
     def report(percent: float) -> None:
         try:
-            held = runtime.db(_progress(runtime, claim, "transcribing", percent))
+            held = runtime.write(
+                services.report_progress, claim, stage="transcribing", percent=percent
+            )
         except Exception as exc:
             if not database_unreachable(exc):
                 raise
@@ -272,28 +277,8 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
         raise
 
 
-async def _progress(runtime: GpuRuntime, claim: services.Claim, stage: str, percent: float) -> bool:
-    async with runtime.sessions() as session, session.begin():
-        return await services.report_progress(session, claim, stage=stage, percent=percent)
-
-
-async def _complete(runtime: GpuRuntime, claim: services.Claim, transcript: Transcript) -> bool:
-    async with runtime.sessions() as session:
-        async with session.begin():
-            if await services.complete_job(session, claim, transcript):
-                return True
-            await session.rollback()
-            return False
-
-
 def _fail(runtime: GpuRuntime, claim: services.Claim, code: str, detail: str) -> str:
-    async def fail() -> bool:
-        async with runtime.sessions() as session, session.begin():
-            return await services.fail_job(
-                session, claim.job_id, code=code, detail=detail, token=claim.token
-            )
-
-    runtime.db(fail())
+    runtime.write(services.fail_job, claim.job_id, code=code, detail=detail, token=claim.token)
     log.info("job %s: failed: %s (%s)", claim.job_id, code, detail)
     return "failed"
 
