@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from celery import Task
+
 # Retries for a task whose database was unreachable before it gives up (about 4 minutes).
 TRANSIENT_RETRIES = 8
 
@@ -11,3 +13,13 @@ TRANSIENT_RETRIES = 8
 def backoff(retries: int) -> float:
     """Seconds before retry number ``retries + 1``: up to 1, 2, 4 ... 60 s, jittered."""
     return random.uniform(0.5, 1.0) * min(60.0, 2.0**retries)
+
+
+def retry_later(task: Task, exc: Exception) -> None:
+    """Raise Celery's retry of ``task`` after ``backoff``; return when the retries are spent.
+
+    The caller re-raises ``exc`` after it: the task then fails for good.
+    """
+    retries = int(task.request.retries or 0)
+    if retries < TRANSIENT_RETRIES:
+        raise task.retry(countdown=backoff(retries), max_retries=None, exc=exc) from exc

@@ -17,7 +17,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from service.db.engine import database_unreachable
 from workers.app import app, settings, worker_queues
-from workers.retry import TRANSIENT_RETRIES, backoff
+from workers.retry import retry_later
 from workers.routing import QueueName, TaskName
 
 if TYPE_CHECKING:
@@ -74,18 +74,16 @@ def transcribe(self: Task, job_id: str) -> str:
         return run_transcription(child, job_id, worker=str(self.request.hostname))
     except WorkerUnfit as unfit:
         # Not the job's fault: hand the message back for this or another worker to retry.
-        if self.request.retries >= TRANSIENT_RETRIES:
-            raise
         log.error("gpu.transcribe %s: %s; retrying", job_id, unfit)
-        raise self.retry(countdown=backoff(self.request.retries), max_retries=None) from unfit
+        retry_later(self, unfit)
+        raise
     except JobHeld as held:
         # If the holder died, its lease runs out and this retry claims the job again.
         raise self.retry(countdown=held.seconds + 1.0, max_retries=None, exc=held) from held
     except Exception as exc:
         # The job's state lives in PostgreSQL: when it can't be reached, try again later
         # rather than dropping the message (the claim fences any overlap).
-        if not database_unreachable(exc) or self.request.retries >= TRANSIENT_RETRIES:
-            raise
-        log.warning("gpu.transcribe %s: database unreachable, retrying: %s", job_id, exc)
-        countdown = backoff(self.request.retries)
-        raise self.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+        if database_unreachable(exc):
+            log.warning("gpu.transcribe %s: database unreachable, retrying: %s", job_id, exc)
+            retry_later(self, exc)
+        raise

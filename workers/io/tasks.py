@@ -15,7 +15,7 @@ from workers.app import app, settings
 from workers.io.fetch import fetch_audio as fetch_audio_handler
 from workers.io.relay import relay_outbox as relay_outbox_handler
 from workers.io.runtime import Handler, Retry, close_runtime, enqueue_time, get_runtime
-from workers.retry import TRANSIENT_RETRIES, backoff
+from workers.retry import retry_later
 from workers.routing import TaskName
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,10 @@ def run_handler(task: Task, handler: Handler, *args: Any) -> Any:
         countdown = retry.defer * random.uniform(0.8, 1.2)
         raise task.retry(countdown=countdown, max_retries=None, exc=retry) from retry
     except Exception as exc:
-        if not database_unreachable(exc) or request.retries >= TRANSIENT_RETRIES:
-            raise
-        log.warning("%s: database unreachable, retrying: %s", task.name, exc)
-        raise task.retry(countdown=backoff(request.retries), max_retries=None, exc=exc) from exc
+        if database_unreachable(exc):
+            log.warning("%s: database unreachable, retrying: %s", task.name, exc)
+            retry_later(task, exc)
+        raise
 
 
 @app.task(name=TaskName.FETCH_AUDIO.value, bind=True)
