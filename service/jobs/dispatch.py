@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.settings import Settings
+
 EXCHANGE = "steno"
 
 
@@ -20,3 +22,16 @@ class TaskRef:
 
 TRANSCRIBE = TaskRef("gpu.transcribe", "gpu")
 FETCH_AUDIO = TaskRef("io.fetch_audio", "io")
+
+
+def next_task(
+    settings: Settings, *, has_audio: bool, audio_seconds: float | None
+) -> tuple[TaskRef, float]:
+    """The task that moves an active job on, and its hard time limit.
+
+    A job with stored audio is transcribed (the limit scales with its duration); one
+    without is fetched first.
+    """
+    if has_audio:
+        return TRANSCRIBE, settings.transcribe_time_limit(audio_seconds)
+    return FETCH_AUDIO, settings.fetch_time_limit

@@ -23,7 +23,7 @@ from service.audio import content_type_accepted, probe_audio
 from service.db.models import Job
 from service.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
 from service.jobs import services
-from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE, TaskRef
+from service.jobs.dispatch import next_task
 from service.jobs.formats import LANGUAGE_NAMES
 from service.jobs.schemas import SubmitUrl
 from service.jobs.uploads import incoming_path, receive_upload
@@ -158,9 +158,7 @@ async def accept_upload(
             audio_bytes=upload.size,
             audio_seconds=info.duration,
         )
-        enqueue = asyncio.ensure_future(
-            _enqueue(sessionmaker, new, TRANSCRIBE, settings.transcribe_time_limit(info.duration))
-        )
+        enqueue = asyncio.ensure_future(_enqueue(sessionmaker, settings, new))
         try:
             return await asyncio.shield(enqueue)
         except asyncio.CancelledError:
@@ -210,16 +208,16 @@ async def accept_url(
     new = services.NewJob(
         id=uuid.uuid4(), source="url", **dataclasses.asdict(options), audio_url=url
     )
-    return await _enqueue(sessionmaker, new, FETCH_AUDIO, settings.fetch_time_limit)
+    return await _enqueue(sessionmaker, settings, new)
 
 
 async def _enqueue(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    new: services.NewJob,
-    task: TaskRef,
-    time_limit: float,
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, new: services.NewJob
 ) -> Accepted:
     """Commit the job row and its first task message in one transaction."""
+    task, time_limit = next_task(
+        settings, has_audio=new.audio_path is not None, audio_seconds=new.audio_seconds
+    )
     async with sessionmaker() as session, session.begin():
         job = await services.create_job(session, new)
         outbox_id = await add_message(

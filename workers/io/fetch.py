@@ -24,7 +24,7 @@ from service.errors import (
     UrlUnreadable,
 )
 from service.jobs import services
-from service.jobs.dispatch import TRANSCRIBE
+from service.jobs.dispatch import next_task
 from service.jobs.uploads import incoming_path
 from service.outbox import add_message, publish_pending
 from service.settings import Settings
@@ -102,12 +102,9 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
             )
             outbox_id = None
             if attached:
+                task, limit = next_task(settings, has_audio=True, audio_seconds=info.duration)
                 outbox_id = await add_message(
-                    session,
-                    TRANSCRIBE,
-                    [job_id],
-                    job_id=job_uuid,
-                    time_limit=settings.transcribe_time_limit(info.duration),
+                    session, task, [job_id], job_id=job_uuid, time_limit=limit
                 )
                 # Before the commit: if the rename fails, the job is not left pointing nowhere.
                 part.replace(final)

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from service.jobs import services
-from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE
+from service.jobs.dispatch import next_task
 from service.outbox import add_message, publish_pending
 from service.settings import Settings
 
@@ -83,8 +83,5 @@ async def redrive_stranded(ctx: dict[str, Any]) -> int:
 
 
 async def _stage(session: Any, settings: Settings, job: services.Stranded) -> int:
-    if job.has_audio:
-        task, limit = TRANSCRIBE, settings.transcribe_time_limit(job.audio_seconds)
-    else:
-        task, limit = FETCH_AUDIO, settings.fetch_time_limit
+    task, limit = next_task(settings, has_audio=job.has_audio, audio_seconds=job.audio_seconds)
     return await add_message(session, task, [str(job.job_id)], job_id=job.job_id, time_limit=limit)
