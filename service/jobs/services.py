@@ -324,19 +324,23 @@ async def complete_job(session: AsyncSession, claim: Claim, transcript: Transcri
 
 
 async def fail_job(
-    session: AsyncSession,
-    job_id: uuid.UUID,
-    *,
-    code: str,
-    detail: str,
-    token: int | None = None,
+    session: AsyncSession, job_id: uuid.UUID, *, code: str, detail: str, token: int
 ) -> bool:
-    """Mark the job failed with a reason; with ``token`` only if that claim still holds it."""
-    condition = (
-        _held(job_id, token)
-        if token is not None
-        else and_(Job.id == job_id, Job.status.in_(ACTIVE))
-    )
+    """Mark the job failed with a reason, only if claim ``token`` still holds it."""
+    return await _mark_failed(session, _held(job_id, token), code=code, detail=detail)
+
+
+async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, detail: str) -> bool:
+    """Fail a URL job whose audio was not fetched yet; False when it has audio or moved on.
+
+    A fetcher's failure must not touch a job another fetcher already completed the fetch of
+    (a duplicate message), let alone one that is being transcribed.
+    """
+    unfetched = and_(Job.id == job_id, Job.status == "queued", Job.audio_path.is_(None))
+    return await _mark_failed(session, unfetched, code=code, detail=detail)
+
+
+async def _mark_failed(session: AsyncSession, condition: Any, *, code: str, detail: str) -> bool:
     result = await session.execute(
         update(Job)
         .where(condition)
@@ -348,27 +352,6 @@ async def fail_job(
             finished_at=func.now(),
             updated_at=func.now(),
             lease_expires_at=None,
-        )
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, detail: str) -> bool:
-    """Fail a URL job whose audio was not fetched yet; False when it has audio or moved on.
-
-    A fetcher's failure must not touch a job another fetcher already completed the fetch of
-    (a duplicate message), let alone one that is being transcribed.
-    """
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "queued", Job.audio_path.is_(None))
-        .values(
-            status="failed",
-            progress_stage="failed",
-            error_code=code,
-            error_detail=detail,
-            finished_at=func.now(),
-            updated_at=func.now(),
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
