@@ -101,9 +101,3 @@ async def publish_pending(
             message.published_at = func.now()
             published += 1
     return published
-
-
-async def count_unpublished(session: AsyncSession) -> int:
-    """How many messages wait to be published (for health checks and tests)."""
-    query = select(func.count()).select_from(OutboxMessage)
-    return int(await session.scalar(query.where(OutboxMessage.published_at.is_(None))) or 0)

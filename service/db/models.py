@@ -26,8 +26,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-
 
 class Base(DeclarativeBase):
     """Declarative base of Steno's tables."""
