@@ -21,6 +21,18 @@ _OPTIONS = {
 }
 
 
+def _body(source: str, fmt: str, description: str) -> OpenAPIMediaType:
+    """An object with the required audio ``source`` field (a string of ``fmt``) and the options."""
+    source_schema = Schema(type=OpenAPIType.STRING, format=fmt, description=description)  # type: ignore[arg-type]
+    return OpenAPIMediaType(
+        schema=Schema(
+            type=OpenAPIType.OBJECT,
+            required=[source],
+            properties={source: source_schema, **_OPTIONS},
+        )
+    )
+
+
 @dataclass
 class SubmitOperation(Operation):
     """``POST /v1/jobs`` with its multipart and JSON bodies spelled out."""
@@ -29,33 +41,11 @@ class SubmitOperation(Operation):
         self.request_body = RequestBody(
             required=True,
             content={
-                "multipart/form-data": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=["file"],
-                        properties={
-                            "file": Schema(
-                                type=OpenAPIType.STRING,
-                                format="binary",  # type: ignore[arg-type]
-                                description="the audio (any format ffmpeg decodes)",
-                            ),
-                            **_OPTIONS,
-                        },
-                    )
+                "multipart/form-data": _body(
+                    "file", "binary", "the audio (any format ffmpeg decodes)"
                 ),
-                "application/json": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=["audio_url"],
-                        properties={
-                            "audio_url": Schema(
-                                type=OpenAPIType.STRING,
-                                format="uri",  # type: ignore[arg-type]
-                                description="an http(s) URL an IO worker will fetch",
-                            ),
-                            **_OPTIONS,
-                        },
-                    )
+                "application/json": _body(
+                    "audio_url", "uri", "an http(s) URL an IO worker will fetch"
                 ),
             },
         )
