@@ -24,6 +24,9 @@ from service.jobs.dispatch import TaskRef
 
 log = logging.getLogger(__name__)
 
+# Messages one ``publish_pending`` call takes at most; a full batch means more may wait.
+PUBLISH_BATCH = 500
+
 # Runs a blocking call somewhere it may block and awaits its result.
 Offload = Callable[..., Awaitable[Any]]
 
@@ -56,7 +59,7 @@ async def publish_pending(
     *,
     ids: Sequence[int] | None = None,
     older_than: float = 0.0,
-    limit: int = 500,
+    limit: int = PUBLISH_BATCH,
     offload: Offload = asyncio.to_thread,
 ) -> int:
     """Publish unpublished messages (only ``ids`` when given) and mark them; returns how many.

@@ -71,7 +71,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
     redis_url = os.environ.get("STENO_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{test_slot}")
     state = tmp_path_factory.mktemp("services")
     database_url, redis_url, private = resolve_services(database_url, redis_url, state)
-    asyncio.run(_recreate_database(database_url))
+    asyncio.run(recreate_database(database_url))
     redis.Redis.from_url(redis_url).flushdb()
     data_dir = tmp_path_factory.mktemp("steno-data")
     base = load_settings()
@@ -94,7 +94,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         private.stop()
 
 
-async def _recreate_database(url: str) -> None:
+async def recreate_database(url: str) -> None:
+    """Drop the URL's database (even with sessions open) and create it empty."""
     name = url.rsplit("/", 1)[1].split("?")[0]
     connection = await asyncpg.connect(asyncpg_dsn(url, database="postgres"))
     try:

@@ -15,15 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import redis
 
 from service.cli import migrate
-from service.infra import asyncpg_dsn
 from service.settings import load_settings
 from tests.audio import SENTENCES, speak
-from tests.conftest import WorkerProcess, wait_for_queues
+from tests.conftest import WorkerProcess, recreate_database, wait_for_queues
 
 JOBS = 20
 BENCH_DB = "steno_bench"
@@ -34,15 +32,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def _recreate(url: str) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(url, database="postgres"))
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    finally:
-        await connection.close()
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:
@@ -104,7 +93,7 @@ def run() -> dict[str, Any]:
     base = load_settings()
     host_db = base.database_url.rsplit("/", 1)[0]
     redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
-    asyncio.run(_recreate(f"{host_db}/{BENCH_DB}"))
+    asyncio.run(recreate_database(f"{host_db}/{BENCH_DB}"))
     redis.Redis.from_url(redis_url).flushdb()
     with tempfile.TemporaryDirectory(prefix="steno-bench-") as tmp:
         settings = load_settings(

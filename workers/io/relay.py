@@ -16,7 +16,7 @@ from typing import Any
 
 from service.jobs import services
 from service.jobs.dispatch import next_task
-from service.outbox import add_message, publish_pending
+from service.outbox import PUBLISH_BATCH, add_message, publish_pending
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
             offload=ctx["in_hub"],
         )
         total += sent
-        if sent < 500:
+        if sent < PUBLISH_BATCH:
             return total
 
 
