@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Steno needs on this machine; safe to run again (it skips what is done).
-#   system: ffmpeg and espeak-ng (apt-get when root, otherwise says what to install)
+#   system: ffmpeg, espeak-ng and chromium (apt-get when root, otherwise says what to install)
 #   python: .venv with torch (CPU wheel pinned), openai-whisper and the project [gpu,dev]
 #   models: the Whisper weights named by STENO_WHISPER_MODEL (default tiny.en)
 set -euo pipefail
@@ -23,20 +23,21 @@ pip_install() {
   rm -f "$log"
 }
 
+# chromium drives the web page's browser test (tests/e2e/test_web_page.py).
 missing=()
-for bin in ffmpeg ffprobe espeak-ng; do
+for bin in ffmpeg ffprobe espeak-ng chromium; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    say "installing ffmpeg and espeak-ng with apt-get (missing: ${missing[*]})"
+    say "installing ffmpeg, espeak-ng and chromium with apt-get (missing: ${missing[*]})"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq ffmpeg espeak-ng >/dev/null
+    apt-get install -y -qq ffmpeg espeak-ng chromium >/dev/null
   else
     say "missing: ${missing[*]}. Install them first:"
-    say "  Debian/Ubuntu: sudo apt-get install ffmpeg espeak-ng"
-    say "  macOS:         brew install ffmpeg espeak-ng"
+    say "  Debian/Ubuntu: sudo apt-get install ffmpeg espeak-ng chromium"
+    say "  macOS:         brew install ffmpeg espeak-ng chromium"
     exit 1
   fi
 fi

@@ -20,10 +20,13 @@ from sqlalchemy.exc import OperationalError
 from service.broker import CeleryPublisher, GuardedPublisher, make_producer_app
 from service.db.engine import database_unreachable, make_engine, make_sessionmaker
 from service.errors import StenoError
+from service.events.controllers import EventController
+from service.events.hub import EventHub
 from service.health.controllers import HealthController, WorkerCensus
 from service.jobs.controllers import JobController
 from service.jobs.schemas import ErrorBody
 from service.settings import Settings, load_settings
+from service.web import web_routes
 
 log = logging.getLogger("steno.api")
 
@@ -94,9 +97,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             timeout=httpx.Timeout(settings.url_check_timeout_seconds or 5.0),
             headers={"user-agent": "steno/0.1 (+audio url check)"},
         )
+        # The hub's XREAD blocks, so it has a connection of its own.
+        hub_redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
+        app.state.hub = EventHub(
+            hub_redis, max_streams_per_client=settings.sse_max_streams_per_client
+        )
+        app.state.hub.start()
         try:
             yield
         finally:
+            await app.state.hub.stop()
+            await hub_redis.aclose()
             await app.state.http.aclose()
             await redis.aclose()
             await engine.dispose()
@@ -109,7 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return Provide(provide, sync_to_thread=False)
 
     return Litestar(
-        route_handlers=[JobController, HealthController],
+        route_handlers=[JobController, EventController, HealthController, *web_routes()],
         lifespan=[lifespan],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False),
@@ -119,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "publisher": from_state("publisher"),
             "census": from_state("census"),
             "http": from_state("http"),
+            "hub": from_state("hub"),
         },
         exception_handlers={
             StenoError: _steno_error,

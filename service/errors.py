@@ -113,3 +113,10 @@ class ServiceUnavailable(StenoError):
 
     code = "service_unavailable"
     status_code = 503
+
+
+class TooManyStreams(StenoError):
+    """The client already holds ``STENO_SSE_MAX_STREAMS_PER_CLIENT`` open event streams."""
+
+    code = "too_many_streams"
+    status_code = 429

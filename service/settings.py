@@ -58,6 +58,15 @@ class Settings:
     outbox_sweep_seconds: float = 5.0
     outbox_grace_seconds: float = 2.0
     publish_timeout_seconds: float = 3.0
+    # Progress events: each job's Redis Stream keeps about this many entries, and expires
+    # this long after its last event (milestones also live in PostgreSQL).
+    events_maxlen: int = 5000
+    events_ttl_seconds: int = 86400
+    # Server-Sent Events: a comment line this often, a client that takes longer than the send
+    # timeout to accept a write is dropped, and one client (address) may hold this many streams.
+    sse_heartbeat_seconds: float = 15.0
+    sse_send_timeout_seconds: float = 30.0
+    sse_max_streams_per_client: int = 32
     log_level: str = "INFO"
 
     @property
@@ -171,3 +180,9 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_LEASE_SECONDS must be at least 4")
     if settings.max_attempts < 1:
         raise SettingsError("STENO_MAX_ATTEMPTS must be at least 1")
+    if settings.events_maxlen < 100 or settings.events_ttl_seconds < 60:
+        raise SettingsError("STENO_EVENTS_MAXLEN must be >= 100 and STENO_EVENTS_TTL_SECONDS >= 60")
+    if settings.sse_heartbeat_seconds <= 0 or settings.sse_send_timeout_seconds <= 0:
+        raise SettingsError("STENO_SSE_HEARTBEAT_SECONDS and _SEND_TIMEOUT_SECONDS must be > 0")
+    if settings.sse_max_streams_per_client < 1:
+        raise SettingsError("STENO_SSE_MAX_STREAMS_PER_CLIENT must be at least 1")

@@ -249,3 +249,32 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("word error rate (tiny.en, espeak-ng speech)")
         for name, wer, text in _MEASURED:
             terminalreporter.write_line(f"{name:>12}: WER {wer:.3f}  {text.strip()!r}")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_api(settings: Settings, log_dir: Path, **overrides: Any) -> tuple[WorkerProcess, str]:
+    """A real API process (granian) on a free port; returns it and its base URL once ready."""
+    import dataclasses
+
+    api_settings = dataclasses.replace(settings, port=free_port(), **overrides)
+    process = WorkerProcess("api", api_settings, log_dir)
+    base = f"http://127.0.0.1:{api_settings.port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        if process.process.poll() is not None or time.monotonic() > deadline:
+            process.stop()
+            raise RuntimeError(f"the API did not start: {process.log()[-3000:]}")
+        time.sleep(0.2)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -116,3 +117,28 @@ class OutboxMessage(Base):
     )
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class JobEvent(Base):
+    """A progress milestone (started, completed, failed, cancelled) kept beyond Redis.
+
+    ``stream_ms``-``stream_seq`` is the event's position: the Redis Stream entry id it got,
+    which is also its SSE ``id:``, so a client resumes across Redis and PostgreSQL alike.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (
+        UniqueConstraint("job_id", "stream_ms", "stream_seq", name="uq_job_events_position"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    stream_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    stream_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

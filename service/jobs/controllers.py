@@ -15,6 +15,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, QueryParameter
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.broker import Publisher
@@ -25,6 +26,8 @@ from service.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from service.events.publish import emit
+from service.events.schemas import Cancelled
 from service.jobs import services
 from service.jobs.formats import TranscriptFormat, render
 from service.jobs.openapi import SubmitOperation
@@ -151,11 +154,17 @@ class JobController(Controller):
 
     @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a job")
     async def cancel(
-        self, job_id: FromPath[str], sessions: NamedDependency[async_sessionmaker[AsyncSession]]
+        self,
+        job_id: FromPath[str],
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        redis: NamedDependency[Redis],
+        settings: NamedDependency[Settings],
     ) -> JobView:
         """Cancel a queued or running job; 409 when it already completed or failed."""
         async with sessions() as session, session.begin():
             job = await services.cancel_job(session, parse_job_id(job_id))
+        if job.status == JobStatus.cancelled:
+            await emit(redis, sessions, settings, Cancelled(job_id=str(job.id)))
         return JobView.from_row(job)
 
     @delete("/{job_id:str}", status_code=204, summary="Delete a job, its audio and transcript")

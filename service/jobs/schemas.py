@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -32,10 +32,33 @@ class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Progress(msgspec.Struct):
-    """Where a job is: ``stage`` (queued, fetching, starting, transcribing, ...) and percent."""
+    """Where a job is: ``stage`` (queued, fetching, starting, transcribing, ...) and percent.
+
+    ``percent`` is the share of the audio decoded; ``audio_seconds_done`` the same in seconds;
+    ``eta_seconds`` extrapolates the time since the job started (None until there is a rate).
+    The SSE stream (``/v1/jobs/{id}/events``) has the same figures per segment.
+    """
 
     stage: str | None
     percent: float
+    audio_seconds_done: float | None = None
+    eta_seconds: float | None = None
+
+    @classmethod
+    def from_row(cls, job: Job) -> Progress:
+        """The latest progress recorded on the job row."""
+        percent = job.progress_percent or 0.0
+        done = job.audio_seconds * percent / 100 if job.audio_seconds is not None else None
+        eta = None
+        if job.status == "running" and job.started_at is not None and 0 < percent < 100:
+            elapsed = (datetime.now(UTC) - job.started_at).total_seconds()
+            eta = round(max(0.0, elapsed * (100 - percent) / percent), 1)
+        return cls(
+            stage=job.progress_stage,
+            percent=round(percent, 1),
+            audio_seconds_done=round(done, 2) if done is not None else None,
+            eta_seconds=eta,
+        )
 
 
 class JobError(msgspec.Struct):
@@ -70,7 +93,7 @@ class JobView(msgspec.Struct):
         return cls(
             id=job.id,
             status=JobStatus(job.status),
-            progress=Progress(stage=job.progress_stage, percent=round(job.progress_percent, 1)),
+            progress=Progress.from_row(job),
             error=JobError(code=job.error_code, detail=job.error_detail or "")
             if job.error_code
             else None,

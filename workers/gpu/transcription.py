@@ -20,9 +20,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import database_unreachable, make_engine, make_sessionmaker
+from service.events import schemas as events
+from service.events.publish import emit
 from service.jobs import services
 from service.jobs.transcript import Transcript, TranscriptSegment, TranscriptWord
 from service.settings import Settings
@@ -85,7 +88,13 @@ class GpuRuntime:
         self._thread.start()
         self._engine = make_engine(settings, pool_size=2)
         self.sessions = make_sessionmaker(self._engine)
+        self._redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self._models: OrderedDict[str, Any] = OrderedDict()
+
+    def emit(self, event: events.Event) -> None:
+        """Publish a progress event from the child's main thread (in order; never raises)."""
+        coro = emit(self._redis, self.sessions, self.settings, event)
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def transact(
         self,
@@ -151,6 +160,8 @@ class GpuRuntime:
         """Dispose of the engine and stop the loop thread."""
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self._engine.dispose(), self._loop).result(10.0)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._redis.aclose(), self._loop).result(5.0)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5.0)
 
@@ -181,6 +192,7 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
         log.info("job %s: nothing to do (duplicate, finished or cancelled)", job_id)
         return "skipped"
     log.info("job %s: claimed (attempt %d) on %s", job_id, claim.token, worker)
+    runtime.emit(events.Started(job_id=job_id, attempt=claim.token, worker=worker))
     try:
         if not claim.audio_path or not Path(claim.audio_path).is_file():
             raise AudioUnreadable("the job's audio file is missing")
@@ -206,6 +218,14 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
         log.exception("job %s: transcription failed", job_id)
         return _fail(runtime, claim, "transcription_failed", f"{type(exc).__name__}: {exc}")
     if completed:
+        runtime.emit(
+            events.Completed(
+                job_id=job_id,
+                duration=transcript.duration,
+                language=transcript.language,
+                segments=len(transcript.segments),
+            )
+        )
         log.info(
             "job %s: completed, %.1f s of audio, %d segments",
             job_id,
@@ -236,11 +256,36 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
 
     duration = claim.audio_seconds or 0.0
     last = 0.0
+    began = time.monotonic()
+    job_id = str(claim.job_id)
 
     def on_segment(segment: Segment) -> None:
-        # Between Whisper's 30 s windows: report progress, and stop if the claim is gone.
+        # As each segment is decoded: publish it and the share of audio done (the events);
+        # report progress to the row now and then, and stop if the claim is gone.
         nonlocal last
         now = time.monotonic()
+        done = min(segment.end, duration) if duration > 0 else segment.end
+        runtime.emit(
+            events.Segment(
+                job_id=job_id,
+                id=segment.id,
+                start=segment.start,
+                end=segment.end,
+                text=segment.text,
+            )
+        )
+        runtime.emit(
+            events.Progress(
+                job_id=job_id,
+                stage="transcribing",
+                percent=round(min(99.0, 100.0 * done / duration), 1) if duration > 0 else 0.0,
+                audio_seconds_done=round(done, 2),
+                audio_seconds=duration or None,
+                eta_seconds=round((now - began) * (duration - done) / done, 1)
+                if duration > 0 and done > 0
+                else None,
+            )
+        )
         if now - last >= PROGRESS_INTERVAL_SECONDS and duration > 0:
             last = now
             report(min(99.0, 100.0 * segment.end / duration))
@@ -260,6 +305,15 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
             raise ClaimLost()
 
     report(0.0)
+    runtime.emit(
+        events.Progress(
+            job_id=job_id,
+            stage="transcribing",
+            percent=0.0,
+            audio_seconds_done=0.0,
+            audio_seconds=duration or None,
+        )
+    )
     try:
         return transcribe(
             model,
@@ -278,7 +332,8 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
 
 
 def _fail(runtime: GpuRuntime, claim: services.Claim, code: str, detail: str) -> str:
-    runtime.write(services.fail_job, claim.job_id, code=code, detail=detail, token=claim.token)
+    if runtime.write(services.fail_job, claim.job_id, code=code, detail=detail, token=claim.token):
+        runtime.emit(events.Failed(job_id=str(claim.job_id), code=code, detail=detail))
     log.info("job %s: failed: %s (%s)", claim.job_id, code, detail)
     return "failed"
 

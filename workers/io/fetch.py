@@ -23,6 +23,8 @@ from service.errors import (
     UnsupportedMediaType,
     UrlUnreadable,
 )
+from service.events import schemas as events
+from service.events.publish import emit
 from service.jobs import services
 from service.jobs.dispatch import next_task
 from service.jobs.uploads import incoming_path
@@ -54,6 +56,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
             return "skipped"
         url = job.audio_url
         await services.set_stage(session, job_uuid, "fetching")
+    await _progress(ctx, job_id, "fetching")
 
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
     # Names of this attempt's own: a duplicate message fetching at the same time can't
@@ -72,6 +75,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
             ) from exc
         if not content_type_accepted(content_type):
             raise UnsupportedMediaType(f"the URL serves {content_type!r}, not audio")
+        await _progress(ctx, job_id, "probing")
         info = await probe_audio(
             part, max_seconds=settings.max_audio_seconds, run=ctx["run_process"]
         )
@@ -152,7 +156,15 @@ async def _fail(ctx: dict[str, Any], job_id: uuid.UUID, error: StenoError) -> st
     log.info("job %s failed while fetching: %s %s", job_id, error.code, error.detail)
     async with ctx["sessions"]() as session, session.begin():
         failed = await services.fail_fetch(session, job_id, code=error.code, detail=error.detail)
+    if failed:
+        event = events.Failed(job_id=str(job_id), code=error.code, detail=error.detail)
+        await emit(ctx["redis"], ctx["sessions"], ctx["settings"], event)
     return "failed" if failed else "skipped"
+
+
+async def _progress(ctx: dict[str, Any], job_id: str, stage: str) -> None:
+    event = events.Progress(job_id=job_id, stage=stage, percent=0.0)
+    await emit(ctx["redis"], None, ctx["settings"], event)
 
 
 def _discard(path: Path) -> None:

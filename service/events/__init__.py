@@ -1,0 +1,1 @@
+"""Job progress as events: a bounded Redis Stream per job, milestones in PostgreSQL, SSE."""

@@ -1,0 +1,88 @@
+"""``GET /v1/jobs/{id}/events``: a job's progress as Server-Sent Events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.errors import BadRequest
+from service.events.feed import job_events
+from service.events.hub import EventHub
+from service.events.response import EventStream
+from service.events.stream import ORIGIN, Position
+from service.jobs import services
+from service.jobs.controllers import parse_job_id
+from service.settings import Settings
+
+
+def _client(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _resume_from(request: Request[Any, Any, Any], last_event_id: str | None) -> Position:
+    raw = request.headers.get("last-event-id") or last_event_id
+    if not raw:
+        return ORIGIN
+    try:
+        return Position.parse(raw)
+    except ValueError as exc:
+        raise BadRequest(f"Last-Event-ID {raw!r} is not an event id this API sent") from exc
+
+
+class EventController(Controller):
+    """Follow a job as it runs."""
+
+    path = "/v1/jobs"
+    tags = ["jobs"]  # noqa: RUF012 - declared by Litestar as an instance attribute
+
+    @get(
+        "/{job_id:str}/events",
+        summary="Follow a job's progress (Server-Sent Events)",
+        description=(
+            "A `text/event-stream` of the job's events: `queued`, `started`, `progress` "
+            "(`stage`, `percent`, `audio_seconds_done`, `audio_seconds`, `eta_seconds`), "
+            "`segment` (`start`, `end`, `text`), then one of `completed`, `failed` (`code`, "
+            "`detail`) or `cancelled`, after which the stream closes. Each event has an `id:`; "
+            "reconnect with the `Last-Event-ID` header (or `?last_event_id=`) to get exactly "
+            "the events missed. A `: heartbeat` comment comes every "
+            "`STENO_SSE_HEARTBEAT_SECONDS`. 404 for an unknown job, 429 `too_many_streams` "
+            "past `STENO_SSE_MAX_STREAMS_PER_CLIENT` open streams."
+        ),
+        media_type="text/event-stream",
+    )
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        redis: NamedDependency[Redis],
+        hub: NamedDependency[EventHub],
+        settings: NamedDependency[Settings],
+        last_event_id: FromQuery[str | None] = None,
+    ) -> EventStream:
+        """The job's event stream; 404 before it starts when there is no such job."""
+        job_uuid = parse_job_id(job_id)
+        after = _resume_from(request, last_event_id)
+        async with sessions() as session:
+            await services.get_job(session, job_uuid)
+        client = _client(request)
+        hub.reserve(client)
+        body = job_events(
+            job_uuid,
+            after,
+            hub=hub,
+            client=client,
+            sessions=sessions,
+            redis=redis,
+            settings=settings,
+        )
+        return EventStream(
+            body,
+            send_timeout=settings.sse_send_timeout_seconds,
+            on_close=lambda: hub.release(client),
+        )

@@ -1,0 +1,108 @@
+"""The body of one SSE stream: history after the client's position, then live events.
+
+Nothing is sent twice or skipped: the client subscribes to live entries first, then the
+history is replayed, and a live entry at or before the last position sent is dropped.
+A heartbeat comment goes out every ``sse_heartbeat_seconds``; each heartbeat also looks at
+the job row, so a job that finished (or was deleted) without its terminal event reaching
+Redis still ends the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.models import Job
+from service.events.history import history, terminal_seen
+from service.events.hub import EventHub
+from service.events.schemas import TERMINAL, Cancelled, encode_event
+from service.events.stream import Frame, Position
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = b": heartbeat\n\n"
+# Sent first: how long a client waits before reconnecting, and the headers go out at once.
+PREAMBLE = b"retry: 2000\n: connected\n\n"
+
+
+async def job_events(
+    job_id: uuid.UUID,
+    after: Position,
+    *,
+    hub: EventHub,
+    client: str,
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    settings: Settings,
+) -> AsyncGenerator[bytes, None]:
+    """SSE bytes of the job's events after ``after``, ending after the terminal event."""
+    subscription = await hub.subscribe(str(job_id), client)
+    try:
+        yield PREAMBLE
+        last = after
+        async with sessions() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                frames, done = [_deleted(job_id, after)], True
+            else:
+                frames = await history(session, redis, job, after)
+                done = job.status in TERMINAL or await terminal_seen(session, job_id, after)
+        for frame in frames:
+            yield frame.sse()
+            last = frame.position
+            if frame.terminal:
+                return
+        if done:
+            return  # the client already had the terminal event
+        interval = settings.sse_heartbeat_seconds
+        next_beat = time.monotonic() + interval
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
+                    frame = await subscription.queue.get()
+            except TimeoutError:
+                next_beat += interval
+                yield HEARTBEAT
+                ending = await _ended(job_id, last, sessions=sessions, redis=redis)
+                for frame in ending:
+                    yield frame.sse()
+                    last = frame.position
+                    if frame.terminal:
+                        return
+                continue
+            if frame.position <= last:
+                continue
+            yield frame.sse()
+            last = frame.position
+            if frame.terminal:
+                return
+            if subscription.overflowed and subscription.queue.empty():
+                log.info("job %s: SSE client %s fell behind; closing its stream", job_id, client)
+                return
+    finally:
+        hub.unsubscribe(subscription)
+
+
+async def _ended(
+    job_id: uuid.UUID, last: Position, *, sessions: async_sessionmaker[AsyncSession], redis: Redis
+) -> list[Frame]:
+    """What a finished or deleted job still owes the client after ``last`` (else nothing)."""
+    async with sessions() as session:
+        job = await session.get(Job, job_id)
+        if job is None:
+            return [_deleted(job_id, last)]
+        if job.status not in TERMINAL:
+            return []
+        return await history(session, redis, job, last)
+
+
+def _deleted(job_id: uuid.UUID, after: Position) -> Frame:
+    event = Cancelled(job_id=str(job_id), reason="deleted")
+    return Frame(max(Position.now(), after.next()), "cancelled", encode_event(event))

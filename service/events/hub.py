@@ -1,0 +1,147 @@
+"""One reader of the job event streams per API process, fanned out in memory to clients.
+
+A blocking ``XREAD`` per client collapses at about a thousand clients; one ``XREAD`` over
+every watched stream, whose entries go to each subscriber's queue, holds them (DESIGN.md).
+The hub also counts each client's open streams to enforce the per-client cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+
+from service.errors import TooManyStreams
+from service.events.stream import Frame, Position, frame_of, last_position, stream_key
+
+log = logging.getLogger(__name__)
+
+# How long one XREAD blocks: also the longest a newly watched stream waits to be included.
+BLOCK_MS = 200
+# Entries buffered per subscriber; a client this far behind is dropped (it can resume).
+QUEUE_SIZE = 2000
+
+
+class Subscription:
+    """One client's feed of a job's live events."""
+
+    __slots__ = ("client", "job_id", "overflowed", "queue")
+
+    def __init__(self, job_id: str, client: str) -> None:
+        self.job_id = job_id
+        self.client = client
+        self.queue: asyncio.Queue[Frame] = asyncio.Queue(QUEUE_SIZE)
+        self.overflowed = False
+
+    def deliver(self, frame: Frame) -> None:
+        """Queue a frame; past ``QUEUE_SIZE`` the subscription is marked overflowed."""
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class EventHub:
+    """Watches the streams of the jobs clients follow, with one Redis connection."""
+
+    def __init__(self, redis: Redis, *, max_streams_per_client: int) -> None:
+        self._redis = redis
+        self._max_per_client = max_streams_per_client
+        self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._cursors: dict[str, Position] = {}
+        self._per_client: Counter[str] = Counter()
+        self._watching = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def open_streams(self) -> int:
+        """How many subscriptions are open in this process."""
+        return sum(self._per_client.values())
+
+    def start(self) -> None:
+        """Start the reader task (in the API's lifespan)."""
+        self._task = asyncio.create_task(self._run(), name="steno-event-hub")
+
+    async def stop(self) -> None:
+        """Stop the reader task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def reserve(self, client: str) -> None:
+        """Count one more stream for ``client``; ``TooManyStreams`` past the cap."""
+        if self._per_client[client] >= self._max_per_client:
+            raise TooManyStreams(
+                f"this client already has {self._per_client[client]} open event streams "
+                f"(the limit is {self._max_per_client}); close one first"
+            )
+        self._per_client[client] += 1
+
+    def release(self, client: str) -> None:
+        """Give back a stream counted by ``reserve``."""
+        self._per_client[client] -= 1
+        if self._per_client[client] <= 0:
+            del self._per_client[client]
+
+    async def subscribe(self, job_id: str, client: str) -> Subscription:
+        """Follow a job's stream: every entry after the stream's current end is delivered.
+
+        Replay what came before from history *after* subscribing, so nothing falls between.
+        """
+        subscription = Subscription(job_id, client)
+        key = stream_key(job_id)
+        if key not in self._cursors:
+            try:
+                start = await last_position(self._redis, job_id)
+            except Exception as exc:  # read from the start once Redis is back
+                log.warning("event hub: %s unreadable: %r", key, exc)
+                start = Position(0, 0)
+            self._cursors.setdefault(key, start)
+        self._subscribers[key].add(subscription)
+        self._watching.set()
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop feeding the subscription (and stop watching a stream nobody follows)."""
+        key = stream_key(subscription.job_id)
+        followers = self._subscribers.get(key)
+        if followers is None:
+            return
+        followers.discard(subscription)
+        if not followers:
+            del self._subscribers[key]
+            self._cursors.pop(key, None)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not self._cursors:
+                self._watching.clear()
+                await self._watching.wait()
+                continue
+            streams: dict[Any, Any] = {key: str(pos) for key, pos in self._cursors.items()}
+            try:
+                replies: Any = await self._redis.xread(streams, count=500, block=BLOCK_MS)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("event hub: XREAD failed (%d in a row): %r", failures, exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            for raw_key, entries in replies or ():
+                key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+                followers = self._subscribers.get(key)
+                for entry_id, fields in entries:
+                    frame = frame_of(entry_id, fields)
+                    if key in self._cursors:
+                        self._cursors[key] = frame.position
+                    for subscription in tuple(followers or ()):
+                        subscription.deliver(frame)
