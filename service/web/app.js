@@ -31,7 +31,10 @@ function addSegment(segment) {
   const item = document.createElement("li");
   const when = document.createElement("time");
   when.textContent = `${clock(segment.start)}–${clock(segment.end)}`;
-  item.append(when, document.createTextNode(segment.text));
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = segment.text.trim();
+  item.append(when, text);
   item.dataset.id = segment.id;
   $("segments").append(item);
 }
