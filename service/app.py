@@ -100,7 +100,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # The hub's XREAD blocks, so it has a connection of its own.
         hub_redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
         app.state.hub = EventHub(
-            hub_redis, max_streams_per_client=settings.sse_max_streams_per_client
+            hub_redis,
+            max_streams_per_client=settings.sse_max_streams_per_client,
+            send_timeout=settings.sse_send_timeout_seconds,
         )
         app.state.hub.start()
         try:

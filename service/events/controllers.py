@@ -83,6 +83,6 @@ class EventController(Controller):
         )
         return EventStream(
             body,
-            send_timeout=settings.sse_send_timeout_seconds,
+            watchdog=hub.watchdog,
             on_close=lambda: hub.release(client),
         )

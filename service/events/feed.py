@@ -55,7 +55,7 @@ async def job_events(
                 frames = await history(session, redis, job, after)
                 done = job.status in TERMINAL or await terminal_seen(session, job_id, after)
         for frame in frames:
-            yield frame.sse()
+            yield frame.sse
             last = frame.position
             if frame.terminal:
                 return
@@ -63,27 +63,43 @@ async def job_events(
             return  # the client already had the terminal event
         interval = settings.sse_heartbeat_seconds
         next_beat = time.monotonic() + interval
+        queue = subscription.queue
         while True:
             try:
-                async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
-                    frame = await subscription.queue.get()
+                if queue.empty():
+                    async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
+                        first = await queue.get()
+                else:
+                    first = queue.get_nowait()
             except TimeoutError:
                 next_beat += interval
                 yield HEARTBEAT
                 ending = await _ended(job_id, last, sessions=sessions, redis=redis)
                 for frame in ending:
-                    yield frame.sse()
+                    yield frame.sse
                     last = frame.position
                     if frame.terminal:
                         return
                 continue
-            if frame.position <= last:
-                continue
-            yield frame.sse()
-            last = frame.position
-            if frame.terminal:
+            # Whatever else is queued goes out in the same write: under load, fewer sends.
+            batch = [first]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            chunks = []
+            terminal = False
+            for frame in batch:
+                if frame.position <= last:
+                    continue
+                chunks.append(frame.sse)
+                last = frame.position
+                if frame.terminal:
+                    terminal = True
+                    break
+            if chunks:
+                yield b"".join(chunks)
+            if terminal:
                 return
-            if subscription.overflowed and subscription.queue.empty():
+            if subscription.overflowed and queue.empty():
                 log.info("job %s: SSE client %s fell behind; closing its stream", job_id, client)
                 return
     finally:

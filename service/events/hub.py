@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.errors import TooManyStreams
+from service.events.response import SendWatchdog
 from service.events.stream import Frame, Position, frame_of, last_position, stream_key
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,11 @@ class Subscription:
 class EventHub:
     """Watches the streams of the jobs clients follow, with one Redis connection."""
 
-    def __init__(self, redis: Redis, *, max_streams_per_client: int) -> None:
+    def __init__(
+        self, redis: Redis, *, max_streams_per_client: int, send_timeout: float = 30.0
+    ) -> None:
         self._redis = redis
+        self.watchdog = SendWatchdog(send_timeout)
         self._max_per_client = max_streams_per_client
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._cursors: dict[str, Position] = {}
@@ -67,7 +71,8 @@ class EventHub:
         self._task = asyncio.create_task(self._run(), name="steno-event-hub")
 
     async def stop(self) -> None:
-        """Stop the reader task."""
+        """Stop the reader task and the write watchdog."""
+        await self.watchdog.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from redis.asyncio import Redis
@@ -56,7 +57,7 @@ class Position:
 ORIGIN = Position(0, 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Frame:
     """One event ready to send: its position, kind and JSON."""
 
@@ -69,8 +70,9 @@ class Frame:
         """Whether nothing follows this event."""
         return self.kind in TERMINAL
 
+    @cached_property
     def sse(self) -> bytes:
-        """The event as a Server-Sent Events message."""
+        """The event as a Server-Sent Events message (built once, shared by every client)."""
         return b"id: %s\nevent: %s\ndata: %s\n\n" % (
             str(self.position).encode(),
             self.kind.encode(),

@@ -11,16 +11,24 @@ import sys
 import time
 from pathlib import Path
 
-from tests.bench import inference, pipeline
+from tests.bench import inference, pipeline, sse
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
 
 
-def main() -> int:
-    """Run the benchmarks, print a summary, write one JSON file per benchmark."""
+BENCHMARKS = {"inference": inference.run, "pipeline": pipeline.run, "sse": sse.run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks (all, or those named), print a summary, write one JSON file each."""
+    names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+        return 2
     RESULTS.mkdir(exist_ok=True)
     machine = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name, run in (("inference", inference.run), ("pipeline", pipeline.run)):
+    for name, run in ((name, BENCHMARKS[name]) for name in names):
         started = time.perf_counter()
         figures = run()
         figures["machine"] = machine
