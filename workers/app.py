@@ -44,6 +44,9 @@ def create_celery_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # Deploys: on SIGTERM let running tasks finish for a while, then requeue the rest.
         worker_soft_shutdown_timeout=60.0,
+        # A GPU child loads and warms its model before it reports up; Celery's default of
+        # 4 s kills slow starters (a loaded CPU, a bigger model) in an endless loop.
+        worker_proc_alive_timeout=120.0,
         worker_enable_soft_shutdown_on_idle=True,
         worker_send_task_events=False,
         beat_schedule={

@@ -72,7 +72,12 @@ async def test_uploaded_speech_is_transcribed(api: Any, speech: Path, wer_log: A
     job = await wait_for_job(api, response.json()["id"])
     assert job["status"] == "completed", job
     assert job["attempts"] == 1
-    assert job["progress"] == {"stage": "completed", "percent": 100.0}
+    assert job["progress"] == {
+        "stage": "completed",
+        "percent": 100.0,
+        "audio_seconds_done": pytest.approx(job["audio_seconds"], abs=0.01),
+        "eta_seconds": None,
+    }
     assert job["language"] == "en"
     assert job["started_at"] and job["finished_at"]
     assert job["audio_seconds"] == pytest.approx(9.0, abs=4.0)

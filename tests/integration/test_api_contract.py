@@ -190,7 +190,12 @@ async def test_an_upload_is_accepted_as_a_queued_job(
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert uuid.UUID(job["id"])
     assert job["status"] == "queued"
-    assert job["progress"] == {"stage": "queued", "percent": 0.0}
+    assert job["progress"] == {
+        "stage": "queued",
+        "percent": 0.0,
+        "audio_seconds_done": 0.0,
+        "eta_seconds": None,
+    }
     assert job["error"] is None
     assert job["attempts"] == 0
     assert datetime.fromisoformat(job["created_at"]).tzinfo is not None
