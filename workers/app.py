@@ -43,6 +43,10 @@ def create_celery_app(settings: Settings) -> Celery:
         broker_transport_options={
             # Longer than any hard time limit, so a live task is never handed out twice.
             "visibility_timeout": settings.visibility_timeout,
+            # Scan for messages past the visibility timeout every few seconds (kombu's default
+            # is about 100 s), so a dead worker's reserved messages come back close to it.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
             "socket_connect_timeout": 5,
             "socket_timeout": 30,
         },
