@@ -202,14 +202,25 @@ class Chaos:
         process = WorkerProcess(name, self.settings, self.folder, argv=argv)
         self.processes.append(process)
         if wait and name != "beat":
-            wait_for_queues(self.settings, {"io" if name == "worker-io" else "gpu"})
+            self.wait_for_queues({"io" if name == "worker-io" else "gpu"})
         return process
+
+    def wait_for_queues(self, queues: set[str]) -> None:
+        """Block until workers consume ``queues``; a broker connection dropped under the
+        control client (after a Redis restart) is retried."""
+        for attempt in range(3):
+            try:
+                return wait_for_queues(self.settings, queues)
+            except redis.ConnectionError:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
 
     def start_all(self) -> dict[str, WorkerProcess]:
         """One IO worker, one GPU worker and beat, ready to take work."""
         started = {name: self.start(name, wait=False) for name in ("worker-io", "worker-gpu")}
         started["beat"] = self.start("beat")
-        wait_for_queues(self.settings, {"io", "gpu"})
+        self.wait_for_queues({"io", "gpu"})
         return started
 
     async def submit(self, count: int = 1, *, filename: str = "clip.wav") -> list[str]:
