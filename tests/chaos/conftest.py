@@ -42,7 +42,14 @@ from service.db.models import Transcript
 from service.infra import PrivateServices, find_binary
 from service.settings import Settings, load_settings
 from tests.audio import SENTENCES, speak
-from tests.conftest import FINAL, ROOT, WorkerProcess, recreate_database, wait_for_queues
+from tests.conftest import (
+    FINAL,
+    ROOT,
+    WorkerProcess,
+    descendants,
+    recreate_database,
+    wait_for_queues,
+)
 
 RESULTS = ROOT / "chaos-results"
 # Settings every scenario runs with, unless it overrides them.
@@ -261,7 +268,8 @@ class Chaos:
             pattern = rf"job {job_id}: claimed \(attempt {view['attempts']}\) on \S+ pid (\d+)"
             for process in self.processes:
                 if process.name == "worker-gpu" and (found := re.findall(pattern, process.log())):
-                    return job_id, int(found[-1])
+                    if int(found[-1]) in descendants(process.pid, depth=1):
+                        return job_id, int(found[-1])
         return None
 
     async def settle(self, ids: list[str], timeout: float = 240.0) -> dict[str, dict[str, Any]]:

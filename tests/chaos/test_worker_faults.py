@@ -29,7 +29,11 @@ async def test_gpu_child_sigkilled_three_times_during_twenty_jobs(chaos: Chaos) 
             await asyncio.sleep(0.1)
             continue
         job_id, pid = found
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # that child already died (killed earlier, not yet reaped)
+            await asyncio.sleep(0.1)
+            continue
         killed.append(job_id)
         await asyncio.sleep(1.0)
 
