@@ -6,6 +6,7 @@ in the code base reads the environment.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -105,7 +106,7 @@ class Settings:
         is redelivered (a shorter one is refused at startup, see ``load_settings``)."""
         if self.visibility_timeout_seconds > 0:
             return int(self.visibility_timeout_seconds)
-        return int(2 * self.max_time_limit)
+        return math.ceil(2 * self.max_time_limit)
 
     @property
     def fetch_deadline(self) -> float:

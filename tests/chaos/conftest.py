@@ -379,7 +379,7 @@ def _table() -> str:
         "| scenario | submitted | completed | failed | cancelled | lost | duplicated | wall s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in ROWS:
+    for row in sorted(ROWS, key=lambda row: int(row.scenario.split(".")[0])):
         lines.append(
             f"| {row.scenario} | {row.submitted} | {row.completed} | {row.failed} | "
             f"{row.cancelled} | {row.lost} | {row.duplicated} | {row.seconds:.0f} |"

@@ -168,3 +168,12 @@ def test_fault_injection_may_allow_a_short_visibility_timeout() -> None:
     assert not defaults.fault_allow_short_visibility
     assert defaults.transcribe_delay_seconds == 0
     assert defaults.fault_crash_marker == ""
+
+
+def test_a_fractional_time_limit_does_not_make_the_default_visibility_timeout_refused() -> None:
+    # given limits whose longest hard limit has a fraction (300 + 2.25 * 100.1 s)
+    environ = {"STENO_MAX_AUDIO_SECONDS": "100.1", "STENO_TRANSCRIBE_TIME_LIMIT_FACTOR": "2.25"}
+
+    # when the settings load, then the derived timeout (rounded up) satisfies the rule
+    settings = load_settings({**environ, "STENO_FETCH_TIMEOUT_SECONDS": "1"})
+    assert settings.visibility_timeout >= 2 * settings.max_time_limit
