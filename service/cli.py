@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from service.settings import Settings, load_settings
+from service.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parent / "samples" / "steno-sample.ogg"
@@ -348,7 +348,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``steno`` command."""
     args = _parser().parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"steno: refusing to start: {error}", file=sys.stderr)
+        return 2
     command = args.command
     if command == "api":
         return _exec(process_argv("api", settings))
