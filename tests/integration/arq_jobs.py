@@ -88,7 +88,7 @@ async def tick(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """The main test worker: five at a time, aborts allowed, a cron job every second."""
 
-    functions = [
+    functions = (
         download_content,
         describe_ctx,
         add,
@@ -98,8 +98,8 @@ class WorkerSettings:
         func(sleep_for, name="sleep_short_timeout", timeout=0.5),
         func(add, name="add_forgotten", keep_result=0),
         burn_cpu,
-    ]
-    cron_jobs = [cron(tick, second=set(range(60)))]
+    )
+    cron_jobs = (cron(tick, second=set(range(60))),)
     on_startup = startup
     on_shutdown = shutdown
     queue_name = "arq-test"
@@ -113,6 +113,6 @@ class WorkerSettings:
 class BurstSettings:
     """A second worker on its own queue, for ``--burst``."""
 
-    functions = [add]
+    functions = (add,)
     queue_name = "arq-test-burst"
     redis_settings = REDIS

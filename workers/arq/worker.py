@@ -288,7 +288,13 @@ class Worker:
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or, with ``burst``, until nothing is left to do)."""
-        self.register().worker_main(self.argv())
+        app = self.register()
+        # No prefetch limit: the gevent pool's spawn blocks the consumer while every greenlet
+        # is busy, so a worker holds at most max_jobs + 1 messages and takes the next one the
+        # moment a greenlet frees. With a limit, Celery's gevent consumer stops polling when
+        # the limit is reached and only looks again after its 2 s poll timeout.
+        app.conf.worker_prefetch_multiplier = 0
+        app.worker_main(self.argv())
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         consumer = getattr(sender, "task_consumer", None)
