@@ -37,9 +37,9 @@ fmt: setup
     {{venv}}/bin/ruff format service workers tests migrations
     {{venv}}/bin/ruff check --fix service workers tests migrations
 
-# Benchmarks (figures written to bench-results/); not part of `just test`
-bench: setup
-    {{python}} -m tests.bench
+# Benchmarks (figures written to bench-results/); not part of `just test`. Only some: `just bench arq_concurrency`
+bench *NAMES: setup
+    {{python}} -m tests.bench {{NAMES}}
 
 # The HTTP API alone (granian)
 api: setup

@@ -5,12 +5,21 @@ A program written for arq (0.26) runs with its imports changed from ``arq`` to
 ``Retry``, ``func`` and ``cron``; ``python -m workers.arq path.to.WorkerSettings`` starts the
 worker. Underneath, Celery executes every job (routing through kombu, monitoring, scaling),
 and the job's state lives in arq's Redis keys. See the README for what differs from arq.
+
+The names are imported on first use, so that ``python -m workers.arq`` can monkey-patch the
+standard library for gevent before redis, ssl and Celery are imported.
 """
 
-from workers.arq.connections import ArqRedis, RedisSettings, create_pool
-from workers.arq.cron import cron
-from workers.arq.jobs import Job, JobStatus
-from workers.arq.worker import Retry, Worker, func
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workers.arq.connections import ArqRedis, RedisSettings, create_pool
+    from workers.arq.cron import cron
+    from workers.arq.jobs import Job, JobStatus
+    from workers.arq.worker import Retry, Worker, func
 
 __all__ = [
     "ArqRedis",
@@ -23,3 +32,22 @@ __all__ = [
     "cron",
     "func",
 ]
+
+_HOMES = {
+    "ArqRedis": "connections",
+    "RedisSettings": "connections",
+    "create_pool": "connections",
+    "cron": "cron",
+    "Job": "jobs",
+    "JobStatus": "jobs",
+    "Retry": "worker",
+    "Worker": "worker",
+    "func": "worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'workers.arq' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"workers.arq.{home}"), name)
