@@ -34,7 +34,7 @@ BENCH_REDIS_DB = 6
 DELAY_SECONDS = 0.1
 # (concurrency, jobs): a few seconds of ideal work each, so the whole bench stays in minutes.
 RUNS = ((10, 300), (50, 1000))
-RUN_TIMEOUT = 300.0
+RUN_TIMEOUT = float(os.environ.get("BENCH_RUN_TIMEOUT", "300"))
 
 
 def _arq_python() -> Path:

@@ -41,4 +41,4 @@ class WorkerSettings:
     )
     health_check_interval = 1
     # Per-job lines cost CPU; arq run without a log config prints none either.
-    log_level = "WARNING"
+    log_level = os.environ.get("BENCH_LOG_LEVEL", "WARNING")

@@ -49,19 +49,33 @@ def send_job(
     enqueue_time_ms: int,
     job_try: int | None,
 ) -> None:
-    """Publish one job's Celery message (blocking: call it off the asyncio loop)."""
-    app.send_task(
-        function,
-        args=args,
-        kwargs=kwargs,
-        task_id=job_id,
-        queue=kombu_queue(queue_name),
-        exchange=EXCHANGE,
-        routing_key=queue_name,
-        headers={
-            TRACKED_HEADER: True,
-            JOB_TRY_HEADER: job_try,
-            ENQUEUED_AT_HEADER: enqueue_time_ms / 1000,
-        },
-        retry=True,
-    )
+    """Publish one job's Celery message (blocking: call it off the asyncio loop).
+
+    The queue is declared (bound to the exchange) on every send, not once per process as
+    kombu would: a Redis that restarted with nothing on disk has lost the binding, and a
+    message sent to an unbound routing key is silently dropped. A few Redis commands more.
+    """
+    queue = kombu_queue(queue_name)
+    with app.producer_or_acquire() as producer:
+        # kombu's virtual transports (Redis) remember bindings in process memory: forget
+        # this one so that declaring writes it to Redis again.
+        state = getattr(producer.channel, "state", None)
+        if state is not None and hasattr(state, "binding_delete"):
+            state.binding_delete(queue_name, EXCHANGE.name, queue_name)
+        queue(producer.channel).declare()
+        app.send_task(
+            function,
+            args=args,
+            kwargs=kwargs,
+            task_id=job_id,
+            queue=queue,
+            exchange=EXCHANGE,
+            routing_key=queue_name,
+            headers={
+                TRACKED_HEADER: True,
+                JOB_TRY_HEADER: job_try,
+                ENQUEUED_AT_HEADER: enqueue_time_ms / 1000,
+            },
+            retry=True,
+            producer=producer,
+        )

@@ -19,6 +19,7 @@ Retries and deferred jobs wait in Redis (``arq:deferred``), never in a worker's 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -294,6 +295,12 @@ class Worker:
         # moment a greenlet frees. With a limit, Celery's gevent consumer stops polling when
         # the limit is reached and only looks again after its 2 s poll timeout.
         app.conf.worker_prefetch_multiplier = 0
+        # Every greenlet acks its own message late: kombu's Redis pool (10 by default) must
+        # hold one connection per greenlet, or acks fail with "Too many connections".
+        app.conf.broker_transport_options = {
+            **(app.conf.broker_transport_options or {}),
+            "max_connections": self.max_jobs + 10,
+        }
         app.worker_main(self.argv())
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
@@ -343,8 +350,13 @@ class Worker:
         )
 
     async def _startup(self, loop: LoopThread) -> None:
-        self._pool = await create_pool(
+        # One Redis connection per greenlet at most (redis-py's default cap is 100).
+        redis_settings = dataclasses.replace(
             self.redis_settings,
+            max_connections=self.redis_settings.max_connections or self.max_jobs + 10,
+        )
+        self._pool = await create_pool(
+            redis_settings,
             default_queue_name=self.queue_name,
             expires_extra_ms=self.expires_extra_ms,
             celery_app=self.celery_app,
