@@ -5,7 +5,8 @@ after 100 ms are enqueued first; then one worker process at concurrency C drains
 burst mode. Throughput is N over the span from the first job's start to the last job's end
 (from the jobs' own result records, so start-up and enqueueing are left out), compared with
 the ideal C / 0.1 s and with the same jobs run by arq 0.26 (in ``.venv-arq``, made here on
-first use, because arq pins redis < 6 and Steno uses redis 8).
+first use, because arq pins redis < 6 and Steno uses redis 8). A sleep-only variant of the
+job (``asyncio.sleep(0.1)``, no HTTP) separates the layer's own cost from httpx's.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _slow_server() -> Iterator[str]:
 
 
 def _span(records: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in records if r["s"] and r["r"] == 200]
+    ok = [r for r in records if r["s"] and r["r"] in (200, None)]
     span = (max(r["ft"] for r in records) - min(r["st"] for r in records)) / 1000
     return {"jobs": len(records), "ok": len(ok), "seconds": round(span, 3)}
 
@@ -76,7 +77,10 @@ async def _enqueue_steno(redis_url: str, jobs: int, url: str) -> None:
     pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name="bench")
     try:
         for _ in range(jobs):
-            await pool.enqueue_job("call_api", url)
+            if url == "sleep":
+                await pool.enqueue_job("sleep_only")
+            else:
+                await pool.enqueue_job("call_api", url)
     finally:
         await pool.aclose()
 
@@ -99,7 +103,8 @@ def _measure(kind: str, concurrency: int, jobs: int, url: str, redis_url: str) -
         "BENCH_CONCURRENCY": str(concurrency),
         "PYTHONPATH": str(ROOT),
     }
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-arq-{kind}-{concurrency}.log"
+    job = "sleep" if url == "sleep" else "http"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-arq-{kind}-{job}-{concurrency}.log"
     if kind == "steno":
         asyncio.run(_enqueue_steno(redis_url, jobs, url))
         argv = [sys.executable, "-m", "workers.arq", "tests.bench.arq_jobs.WorkerSettings"]
@@ -126,27 +131,30 @@ def run() -> dict[str, Any]:
     redis_url = base.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
     _arq_python()
     results = []
-    with _slow_server() as url:
+    with _slow_server() as server_url:
         for concurrency, jobs in RUNS:
             ideal = concurrency / DELAY_SECONDS
-            started = time.perf_counter()
-            steno = _measure("steno", concurrency, jobs, url, redis_url)
-            arq = _measure("arq", concurrency, jobs, url, redis_url)
-            results.append(
-                {
-                    "concurrency": concurrency,
-                    "jobs": jobs,
-                    "ideal_jobs_per_second": ideal,
-                    "steno_arq_layer": steno,
-                    "arq_0_26": arq,
-                    "steno_vs_ideal": round(steno["jobs_per_second"] / ideal, 3),
-                    "arq_vs_ideal": round(arq["jobs_per_second"] / ideal, 3),
-                    "steno_vs_arq": round(steno["jobs_per_second"] / arq["jobs_per_second"], 3),
-                    "seconds": round(time.perf_counter() - started, 1),
-                }
-            )
+            for job, url in (("http", server_url), ("sleep", "sleep")):
+                started = time.perf_counter()
+                steno = _measure("steno", concurrency, jobs, url, redis_url)
+                arq = _measure("arq", concurrency, jobs, url, redis_url)
+                results.append(
+                    {
+                        "job": job,
+                        "concurrency": concurrency,
+                        "jobs": jobs,
+                        "ideal_jobs_per_second": ideal,
+                        "steno_arq_layer": steno,
+                        "arq_0_26": arq,
+                        "steno_vs_ideal": round(steno["jobs_per_second"] / ideal, 3),
+                        "arq_vs_ideal": round(arq["jobs_per_second"] / ideal, 3),
+                        "steno_vs_arq": round(steno["jobs_per_second"] / arq["jobs_per_second"], 3),
+                        "seconds": round(time.perf_counter() - started, 1),
+                    }
+                )
     return {
-        "what": "N jobs, each awaiting one 100 ms HTTP response, drained by one worker process",
+        "what": "N jobs, each awaiting one 100 ms HTTP response (job http) or a 100 ms "
+        "asyncio.sleep (job sleep), drained by one worker process at concurrency C",
         "delay_seconds": DELAY_SECONDS,
         "runs": results,
     }

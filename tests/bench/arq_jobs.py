@@ -5,6 +5,7 @@ The same function as ``arq_native.py`` runs under arq itself: await one 100 ms r
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -30,8 +31,13 @@ async def call_api(ctx: dict[str, Any], url: str) -> int:
     return response.status_code
 
 
+async def sleep_only(ctx: dict[str, Any]) -> None:
+    """The same wait without HTTP (to tell the layer's cost from httpx's)."""
+    await asyncio.sleep(0.1)
+
+
 class WorkerSettings:
-    functions = (call_api,)
+    functions = (call_api, sleep_only)
     on_startup = startup
     on_shutdown = shutdown
     queue_name = "bench"

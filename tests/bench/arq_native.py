@@ -1,6 +1,7 @@
 """The same benchmark under arq itself; runs in ``.venv-arq`` (arq pins redis < 6).
 
-``python arq_native.py worker`` serves; ``python arq_native.py enqueue N URL`` enqueues.
+``python arq_native.py worker`` serves; ``python arq_native.py enqueue N URL`` enqueues
+(URL ``sleep``: the sleep-only job).
 Settings come from BENCH_REDIS and BENCH_CONCURRENCY. Kept free of Steno imports.
 """
 
@@ -33,8 +34,12 @@ async def call_api(ctx: dict[str, Any], url: str) -> int:
     return response.status_code
 
 
+async def sleep_only(ctx: dict[str, Any]) -> None:
+    await asyncio.sleep(0.1)
+
+
 class WorkerSettings:
-    functions = (call_api,)
+    functions = (call_api, sleep_only)
     on_startup = startup
     on_shutdown = shutdown
     queue_name = "bench"
@@ -47,7 +52,10 @@ class WorkerSettings:
 async def enqueue(count: int, url: str) -> None:
     pool = await create_pool(REDIS, default_queue_name="bench")
     for _ in range(count):
-        await pool.enqueue_job("call_api", url)
+        if url == "sleep":
+            await pool.enqueue_job("sleep_only")
+        else:
+            await pool.enqueue_job("call_api", url)
     await pool.aclose()
 
 
