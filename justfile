@@ -49,6 +49,10 @@ api: setup
 worker-io: setup
     {{steno}} worker io
 
+# Serve an arq-style WorkerSettings on Celery's gevent pool (e.g. `just arq jobs.WorkerSettings --burst`)
+arq SETTINGS *ARGS: setup
+    {{python}} -m workers.arq {{SETTINGS}} {{ARGS}}
+
 # The GPU worker pool alone (prefork, queue gpu)
 worker-gpu: setup
     {{steno}} worker gpu

@@ -216,6 +216,13 @@ async def test_deferred_jobs_wait_in_redis_until_due(pool: ArqRedis) -> None:
         assert info.start_time - info.enqueue_time >= timedelta(seconds=1.4)
 
 
+async def test_a_job_not_started_before_it_expires_fails_as_expired(pool: ArqRedis) -> None:
+    job = await pool.enqueue_job("add", 1, 1, _defer_by=1.5, _expires=0.5)
+    assert job is not None
+    with pytest.raises(JobExecutionFailed, match="job expired"):
+        await job.result(timeout=20, poll_delay=0.1)
+
+
 async def test_retry_runs_again_with_the_next_try_until_max_tries(pool: ArqRedis) -> None:
     job = await pool.enqueue_job("flaky", 3)
     assert job is not None

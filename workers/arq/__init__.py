@@ -5,21 +5,22 @@ A program written for arq (0.26) runs with its imports changed from ``arq`` to
 ``Retry``, ``func`` and ``cron``; ``python -m workers.arq path.to.WorkerSettings`` starts the
 worker. Underneath, Celery executes every job (routing through kombu, monitoring, scaling),
 and the job's state lives in arq's Redis keys. See the README for what differs from arq.
-
-The names are imported on first use, so that ``python -m workers.arq`` can monkey-patch the
-standard library for gevent before redis, ssl and Celery are imported.
 """
 
-from __future__ import annotations
+import sys
 
-import importlib
-from typing import TYPE_CHECKING, Any
+# ``python -m workers.arq`` runs a gevent worker: the standard library must be patched before
+# redis, ssl and Celery are imported, and Python imports this package before ``__main__``.
+_argv = list(getattr(sys, "orig_argv", []))
+if "-m" in _argv and _argv[_argv.index("-m") + 1 : _argv.index("-m") + 2] == ["workers.arq"]:
+    from gevent import monkey
 
-if TYPE_CHECKING:
-    from workers.arq.connections import ArqRedis, RedisSettings, create_pool
-    from workers.arq.cron import cron
-    from workers.arq.jobs import Job, JobStatus
-    from workers.arq.worker import Retry, Worker, func
+    monkey.patch_all()
+
+from workers.arq.connections import ArqRedis, RedisSettings, create_pool  # noqa: E402
+from workers.arq.cron import cron  # noqa: E402
+from workers.arq.jobs import Job, JobStatus  # noqa: E402
+from workers.arq.worker import Retry, Worker, func  # noqa: E402
 
 __all__ = [
     "ArqRedis",
@@ -32,22 +33,3 @@ __all__ = [
     "cron",
     "func",
 ]
-
-_HOMES = {
-    "ArqRedis": "connections",
-    "RedisSettings": "connections",
-    "create_pool": "connections",
-    "cron": "cron",
-    "Job": "jobs",
-    "JobStatus": "jobs",
-    "Retry": "worker",
-    "Worker": "worker",
-    "func": "worker",
-}
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'workers.arq' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"workers.arq.{home}"), name)

@@ -9,19 +9,15 @@ its ``health_check_interval`` (as arq's), else 1. SIGTERM and Ctrl-C stop it gra
 
 from __future__ import annotations
 
-# gevent must patch the standard library before anything else imports it.
-from gevent import monkey
+# The package's __init__ has monkey-patched the standard library for gevent already.
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Any
 
-monkey.patch_all()
-
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-from typing import Any  # noqa: E402
-
-from workers.arq.worker import check_health, create_worker  # noqa: E402
+from workers.arq.worker import check_health, create_worker
 
 
 def import_string(path: str) -> Any:

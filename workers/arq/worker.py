@@ -471,10 +471,17 @@ class Worker:
         enqueue_time_ms = _epoch_ms(enqueued_at, start_ms)
         expires_at: int | None = None
         if tracked:
+            if raw is None and score is not None:
+                # Still in the queue's index but its definition expired (``_expires``).
+                log.warning("job %s expired", job_id)
+                record = _Record(
+                    self, name, job_id, args, kwargs, job_try, enqueue_time_ms, start_ms
+                )
+                return await record.fail(JobExecutionFailed("job expired"))
             if raw is None or score is None:
-                # Finished (or aborted) already, or its job key expired: nothing to run.
+                # Finished (or aborted) already: this message is a duplicate.
                 await pool.delete(in_progress_key)
-                log.info("job %s is finished or expired: message dropped", job_id)
+                log.info("job %s is finished already: duplicate message dropped", job_id)
                 return None
             definition = deserialize_job_raw(raw)
             enqueue_time_ms, header_try = definition["et"], definition["t"]
@@ -629,7 +636,11 @@ class Worker:
             for raw_id in due:
                 job_id = as_text(raw_id)
                 raw = await pool.get(job_key_prefix + job_id)
-                if raw is not None:
+                if raw is None:
+                    # Its definition expired before it fell due (``_expires``), as arq says.
+                    record = _Record(self, "<unknown>", job_id, (), {}, 1, now, now)
+                    await record.fail(JobExecutionFailed("job expired"))
+                else:
                     d = deserialize_job_raw(raw)
                     # Sent before it leaves the set: a crash here sends it twice, and the
                     # second message finds the job running or finished and is dropped.
@@ -701,17 +712,17 @@ class _Record:
     async def finish(self, success: bool, result: Any, *, keep_in_progress: bool) -> _Outcome:
         """Keep the result (if the function keeps results) and forget the job's other keys."""
         worker, job_id = self.worker, self.job_id
-        function = worker.functions[self.name]
+        function = worker.functions.get(self.name)
         if success:
             worker.jobs_complete += 1
         else:
             worker.jobs_failed += 1
-        forever = (
-            worker.keep_result_forever
-            if function.keep_result_forever is None
-            else function.keep_result_forever
-        )
-        keep_s = worker.keep_result_s if function.keep_result_s is None else function.keep_result_s
+        forever = worker.keep_result_forever
+        if function is not None and function.keep_result_forever is not None:
+            forever = function.keep_result_forever
+        keep_s = worker.keep_result_s
+        if function is not None and function.keep_result_s is not None:
+            keep_s = function.keep_result_s
         async with worker.pool.pipeline(transaction=True) as tr:
             if keep_in_progress:
                 tr.pexpire(in_progress_key_prefix + job_id, keep_cronjob_progress * 1000)
