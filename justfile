@@ -26,6 +26,10 @@ dev: setup
 test *ARGS: setup
     {{python}} -m pytest {{ARGS}}
 
+# Fault-injection suite: kill workers, Redis, PostgreSQL mid-job; table in chaos-results/summary.md
+chaos *ARGS: setup
+    {{python}} -m pytest tests/chaos {{ARGS}}
+
 # ruff (lint + format check) and mypy --strict on service/ and workers/
 lint: setup
     {{venv}}/bin/ruff check service workers tests migrations

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from service.settings import Settings, load_settings
+from service.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parent / "samples" / "steno-sample.ogg"
@@ -55,7 +55,7 @@ def process_argv(name: str, settings: Settings) -> list[str]:
     if name == "worker-io":
         # The arq layer's CLI: a Celery worker on the gevent pool serving Steno's IO functions
         # (concurrency, queue and log level come from the settings, see workers/io/worker.py).
-        return _python_module("workers.arq", "workers.io.worker.WorkerSettings")
+        return _python_module("workers.arq", "workers.io.worker.WorkerSettings", "-n", "io@%h")
     if name == "worker-gpu":
         return [
             *celery,
@@ -275,7 +275,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``steno`` command."""
     args = _parser().parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"steno: refusing to start: {error}", file=sys.stderr)
+        return 2
     command = args.command
     if command == "api":
         return _exec(process_argv("api", settings))

@@ -294,6 +294,7 @@ class PrivateServices:
         self._pg_ctl: str | None = None
         self._pg_data: Path | None = None
         self._pg_socket_dir: Path | None = None
+        self._pg_options = ""
         self._user: pwd.struct_passwd | None = None
         self.urls: dict[str, str] = {}
 
@@ -376,6 +377,33 @@ class PrivateServices:
             self._pg_socket_dir = None
         self.urls.clear()
 
+    def stop_postgres(self, *, mode: str = "immediate") -> None:
+        """Stop the private PostgreSQL (``pg_ctl stop -m mode``) until ``resume_postgres``.
+
+        With ``immediate`` every connection is cut and the next start recovers from the WAL
+        as after a crash: the fault-injection suite's restart. InfraError when none runs here.
+        """
+        if self._pg_ctl is None or self._pg_data is None:
+            raise InfraError("no private PostgreSQL runs here")
+        self._pg_ctl_checked(["stop", "-D", str(self._pg_data), "-m", mode, "-w", "-t", "60"])
+
+    def resume_postgres(self) -> None:
+        """Start the private PostgreSQL again after ``stop_postgres``, on the same port."""
+        if self._pg_ctl is None or self._pg_data is None:
+            raise InfraError("no private PostgreSQL runs here")
+        log_path = str(self._pg_data / "steno-postgres.log")
+        self._pg_ctl_checked(
+            ["start", "-D", str(self._pg_data), "-o", self._pg_options, "-l", log_path, "-w"]
+        )
+
+    def _pg_ctl_checked(self, arguments: list[str]) -> None:
+        assert self._pg_ctl is not None and self._pg_data is not None
+        done = self._run_as_service_user(
+            [self._pg_ctl, *arguments], self._pg_data.parent, timeout=120
+        )
+        if done.returncode != 0:
+            raise InfraError(f"pg_ctl {arguments[0]} failed: {done.stderr.strip() or done.stdout}")
+
     # PostgreSQL ----------------------------------------------------------------------------
 
     def _start_postgres(self, state_dir: Path, initdb: str, pg_ctl: str) -> str:
@@ -413,7 +441,7 @@ class PrivateServices:
             )
             if done.returncode == 0:
                 self._log(f"PostgreSQL: started a private server on {_LOOPBACK}:{port} ({data})")
-                self._pg_ctl, self._pg_data = pg_ctl, data
+                self._pg_ctl, self._pg_data, self._pg_options = pg_ctl, data, options
                 return self._finish_postgres(port)
             error = done.stderr.strip() or done.stdout.strip()
         raise InfraError(

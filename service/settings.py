@@ -6,6 +6,7 @@ in the code base reads the environment.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -59,6 +60,16 @@ class Settings:
     outbox_grace_seconds: float = 2.0
     publish_timeout_seconds: float = 3.0
     log_level: str = "INFO"
+    # Redis visibility timeout; 0 means twice the longest hard time limit. Anything shorter
+    # than that is refused at startup: a live task would be handed out a second time.
+    visibility_timeout_seconds: float = 0.0
+    # Fault-injection hooks for the chaos suite (tests/chaos); all off by default.
+    # Seconds a GPU child waits (lease kept, cancellation checked each second) before Whisper.
+    transcribe_delay_seconds: float = 0.0
+    # A GPU child that claims a job whose filename contains this text SIGKILLs itself.
+    fault_crash_marker: str = ""
+    # Accept a visibility timeout shorter than the rule above (to provoke redeliveries).
+    fault_allow_short_visibility: bool = False
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -91,8 +102,11 @@ class Settings:
 
     @property
     def visibility_timeout(self) -> int:
-        """Redis visibility timeout: twice the longest hard limit (no live task is redelivered)."""
-        return int(2 * self.max_time_limit)
+        """Redis visibility timeout: by default twice the longest hard limit, so no live task
+        is redelivered (a shorter one is refused at startup, see ``load_settings``)."""
+        if self.visibility_timeout_seconds > 0:
+            return int(self.visibility_timeout_seconds)
+        return math.ceil(2 * self.max_time_limit)
 
     @property
     def fetch_deadline(self) -> float:
@@ -171,3 +185,14 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_LEASE_SECONDS must be at least 4")
     if settings.max_attempts < 1:
         raise SettingsError("STENO_MAX_ATTEMPTS must be at least 1")
+    if settings.transcribe_delay_seconds < 0:
+        raise SettingsError("STENO_TRANSCRIBE_DELAY_SECONDS must not be negative")
+    shortest = 2 * settings.max_time_limit
+    if settings.visibility_timeout < shortest and not settings.fault_allow_short_visibility:
+        raise SettingsError(
+            f"STENO_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds:g} is "
+            f"shorter than twice the longest hard time limit ({shortest:g} s): Redis would "
+            "hand a task that is still running to a second worker. Raise it, or lower "
+            "STENO_MAX_AUDIO_SECONDS / STENO_TRANSCRIBE_TIME_LIMIT_* / "
+            "STENO_FETCH_TIMEOUT_SECONDS."
+        )

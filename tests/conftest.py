@@ -113,12 +113,20 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A real Steno process (``worker-io``, ``worker-gpu``, ``beat``) with its log file."""
 
-    def __init__(self, name: str, settings: Settings, log_dir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        log_dir: Path,
+        *,
+        argv: list[str] | None = None,
+        **env: str,
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            process_argv(name, settings),
+            argv or process_argv(name, settings),
             env=child_env(settings, **env),
             cwd=ROOT,
             stdout=self._log,

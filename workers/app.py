@@ -7,12 +7,13 @@ GPU pool; ``beat`` the timers.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init
+from celery.signals import beat_init, celeryd_init, worker_ready
 
-from service.settings import Settings, load_settings
+from service.settings import Settings, SettingsError, load_settings
 from workers.routing import EXCHANGE, QUEUES, QueueName, TaskName, task_routes
 
 
@@ -30,6 +31,10 @@ def create_celery_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A GPU child loads Whisper in worker_process_init; Celery's default 4 s for a new
+        # child to report up is shorter than that on a busy host, and it would kill every
+        # replacement child (after a crash) in a loop.
+        worker_proc_alive_timeout=120.0,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -39,6 +44,10 @@ def create_celery_app(settings: Settings) -> Celery:
         broker_transport_options={
             # Longer than any hard time limit, so a live task is never handed out twice.
             "visibility_timeout": settings.visibility_timeout,
+            # Scan for messages past the visibility timeout every few seconds (kombu's default
+            # is about 100 s), so a dead worker's reserved messages come back close to it.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
             "socket_connect_timeout": 5,
             "socket_timeout": 30,
         },
@@ -60,7 +69,11 @@ def create_celery_app(settings: Settings) -> Celery:
     return app
 
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except SettingsError as error:
+    # One clear line and a non-zero exit, not a traceback from inside Celery's app loader.
+    raise SystemExit(f"steno: refusing to start: {error}") from None
 app = create_celery_app(settings)
 
 # The queues this worker process consumes (from ``-Q``); the GPU pool loads its model after
@@ -74,3 +87,23 @@ def _remember_queues(options: dict[str, Any] | None = None, **_: Any) -> None:
     queues = (options or {}).get("queues") or []
     names = queues.split(",") if isinstance(queues, str) else list(queues)
     worker_queues.update(name.strip() for name in names)
+
+
+log = logging.getLogger(__name__)
+
+
+@worker_ready.connect
+@beat_init.connect
+def reconcile_on_start(sender: Any = None, **_: Any) -> None:
+    """Startup reconciliation: run the relay sweep now, not only on beat's next tick.
+
+    After a crash this publishes unpublished outbox rows, requeues jobs held by workers that
+    no longer renew their leases, and re-sends every active job's task if the broker came
+    back empty. Best effort: when the broker is down, beat's timer does it later.
+    """
+    try:
+        app.send_task(
+            TaskName.RELAY_OUTBOX.value, expires=settings.outbox_sweep_seconds * 4, retry=False
+        )
+    except Exception as exc:
+        log.warning("startup reconciliation not sent (beat retries on its timer): %s", exc)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Job, Transcript
@@ -26,6 +26,8 @@ from service.errors import BadRequest, JobAlreadyFinished, JobNotCompleted, JobN
 from service.jobs.transcript import Transcript as TranscriptData
 
 ACTIVE = ("queued", "running")
+# error.code of a job retried because its worker stopped renewing the lease (died, hung).
+WORKER_LOST = "worker_lost"
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -59,6 +61,7 @@ class Claim:
     language: str | None
     word_timestamps: bool
     initial_prompt: str | None
+    filename: str | None = None
 
 
 async def create_job(session: AsyncSession, new: NewJob) -> Job:
@@ -213,8 +216,15 @@ async def claim_job(
                 started_at=func.coalesce(Job.started_at, func.now()),
                 progress_stage="starting",
                 updated_at=func.now(),
-                error_code=None,
-                error_detail=None,
+                # Taking over an expired lease says why; a requeued job keeps the reaper's
+                # reason. Either stays visible until the job completes.
+                error_code=case(
+                    (Job.status == "running", literal(WORKER_LOST)), else_=Job.error_code
+                ),
+                error_detail=case(
+                    (Job.status == "running", _lease_lapsed("claimed again")),
+                    else_=Job.error_detail,
+                ),
             )
             .returning(
                 Job.attempts,
@@ -224,6 +234,7 @@ async def claim_job(
                 Job.language,
                 Job.word_timestamps,
                 Job.initial_prompt,
+                Job.filename,
             )
         )
     ).first()
@@ -250,7 +261,75 @@ async def claim_job(
         language=row.language,
         word_timestamps=row.word_timestamps,
         initial_prompt=row.initial_prompt,
+        filename=row.filename,
     )
+
+
+def _lease_lapsed(outcome: str) -> Any:
+    """SQL text: which worker stopped renewing which attempt's lease, and what followed."""
+    return func.concat(
+        "worker ",
+        func.coalesce(Job.worker, "?"),
+        " stopped renewing its lease during attempt ",
+        Job.attempts,
+        f"; {outcome}",
+    )
+
+
+async def reap_expired_leases(
+    session: AsyncSession, *, max_attempts: int, limit: int = 1000
+) -> tuple[list[Stranded], list[uuid.UUID]]:
+    """Requeue running jobs whose worker stopped renewing the lease; fail those at the cap.
+
+    Returns (requeued, failed). A requeued job is ``queued`` again with ``error`` saying
+    which worker stopped heartbeating (``worker_lost``); the caller sends its task anew. One
+    that already had ``max_attempts`` deliveries fails with ``too_many_attempts``. Both are
+    conditional UPDATEs, so a worker that renews at the last moment keeps its job, and the
+    old holder's later writes are fenced out.
+    """
+    expired = and_(Job.status == "running", Job.lease_expires_at < func.now())
+    picked = (
+        select(Job.id)
+        .where(expired)
+        .order_by(Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    failed = (
+        await session.execute(
+            update(Job)
+            .where(Job.id.in_(picked), Job.attempts >= max_attempts)
+            .values(
+                status="failed",
+                progress_stage="failed",
+                error_code="too_many_attempts",
+                error_detail=_lease_lapsed(f"gave up after {max_attempts} attempts"),
+                finished_at=func.now(),
+                updated_at=func.now(),
+                lease_expires_at=None,
+            )
+            .returning(Job.id)
+        )
+    ).scalars()
+    failed_ids = sorted(failed)
+    rows = (
+        await session.execute(
+            update(Job)
+            .where(Job.id.in_(picked), Job.attempts < max_attempts)
+            .values(
+                status="queued",
+                progress_stage="queued",
+                error_code=WORKER_LOST,
+                error_detail=_lease_lapsed("requeued"),
+                lease_expires_at=None,
+                updated_at=func.now(),
+            )
+            .returning(Job.id, Job.audio_path, Job.audio_seconds)
+        )
+    ).all()
+    requeued = [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
+    return sorted(requeued, key=lambda job: job.job_id), failed_ids
 
 
 async def renew_lease(session: AsyncSession, claim: Claim, *, lease_seconds: float) -> bool:
@@ -306,6 +385,9 @@ async def complete_job(session: AsyncSession, claim: Claim, transcript: Transcri
             finished_at=func.now(),
             updated_at=func.now(),
             lease_expires_at=None,
+            # An earlier attempt's reason (worker_lost) no longer describes a finished job.
+            error_code=None,
+            error_detail=None,
         )
     )
     if not result.rowcount:  # type: ignore[attr-defined]

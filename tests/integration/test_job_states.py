@@ -209,10 +209,11 @@ async def test_a_job_with_a_live_lease_is_not_failed_for_its_attempts(
     # when a duplicate message arrives
     claim = await _claim(sessions, job_id)
 
-    # then it does nothing: the live holder keeps the job
+    # then it does nothing: the live holder keeps the job (the error is the earlier
+    # takeover's reason, not a failure)
     assert claim is None
     job = await _job(sessions, job_id)
-    assert (job.status, job.attempts, job.error_code) == ("running", MAX_ATTEMPTS, None)
+    assert (job.status, job.attempts, job.error_code) == ("running", MAX_ATTEMPTS, "worker_lost")
 
 
 async def test_an_expired_lease_is_reclaimed_and_the_old_holder_fenced_out(
@@ -407,3 +408,69 @@ async def test_releasing_a_claim_requeues_the_job_and_keeps_its_attempts(
         assert not await services.report_progress(session, claim, stage="x", percent=1.0)
     again = await _claim(sessions, job_id)
     assert again is not None and again.token == 2
+
+
+async def test_the_reaper_requeues_a_job_whose_worker_stopped_renewing_with_a_reason(
+    sessions: Sessions,
+) -> None:
+    # given a running job whose worker stopped renewing its lease, and one still renewed
+    stuck = await _new_job(sessions)
+    live = await _new_job(sessions)
+    assert await _claim(sessions, stuck, worker="gpu-a") is not None
+    assert await _claim(sessions, live, worker="gpu-b") is not None
+    await _expire_lease(sessions, stuck)
+
+    # when the reaper runs
+    async with sessions() as session, session.begin():
+        requeued, failed = await services.reap_expired_leases(session, max_attempts=MAX_ATTEMPTS)
+
+    # then only the stuck job is queued again, saying which worker stopped and when
+    assert [job.job_id for job in requeued] == [stuck] and failed == []
+    job = await _job(sessions, stuck)
+    assert (job.status, job.attempts, job.error_code) == ("queued", 1, "worker_lost")
+    assert job.error_detail == "worker gpu-a stopped renewing its lease during attempt 1; requeued"
+    assert (await _job(sessions, live)).status == "running"
+
+    # and the next claim keeps the reason visible until the job completes
+    claim = await _claim(sessions, stuck, worker="gpu-c")
+    assert claim is not None and claim.token == 2
+    assert (await _job(sessions, stuck)).error_code == "worker_lost"
+    assert await _complete(sessions, claim)
+    job = await _job(sessions, stuck)
+    assert (job.status, job.error_code, job.error_detail) == ("completed", None, None)
+
+
+async def test_the_reaper_fails_a_job_that_used_up_its_deliveries(sessions: Sessions) -> None:
+    # given a job whose worker died on its last allowed attempt
+    job_id = await _new_job(sessions)
+    assert await _claim(sessions, job_id, worker="gpu-a", max_attempts=1) is not None
+    await _expire_lease(sessions, job_id)
+
+    # when the reaper runs
+    async with sessions() as session, session.begin():
+        requeued, failed = await services.reap_expired_leases(session, max_attempts=1)
+
+    # then it fails with a clear code instead of going round again
+    assert requeued == [] and failed == [job_id]
+    job = await _job(sessions, job_id)
+    assert (job.status, job.error_code) == ("failed", "too_many_attempts")
+    assert "stopped renewing its lease during attempt 1; gave up after 1 attempts" in str(
+        job.error_detail
+    )
+
+
+async def test_taking_over_an_expired_lease_records_why(sessions: Sessions) -> None:
+    # given a running job whose lease ran out before the reaper saw it
+    job_id = await _new_job(sessions)
+    assert await _claim(sessions, job_id, worker="gpu-a") is not None
+    await _expire_lease(sessions, job_id)
+
+    # when a redelivered message claims it directly
+    assert await _claim(sessions, job_id, worker="gpu-b") is not None
+
+    # then the job says the previous attempt's worker was lost
+    job = await _job(sessions, job_id)
+    assert (job.status, job.attempts, job.error_code) == ("running", 2, "worker_lost")
+    assert str(job.error_detail).startswith(
+        "worker gpu-a stopped renewing its lease during attempt 1"
+    )

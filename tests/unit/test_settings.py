@@ -140,3 +140,40 @@ def test_the_transcription_time_limit_grows_with_the_audio() -> None:
     assert settings.transcribe_time_limit(10) == 130.0
     assert settings.transcribe_time_limit(60) == 280.0
     assert settings.transcribe_time_limit(None) == 100.0 + 3 * settings.max_audio_seconds
+
+
+def test_a_visibility_timeout_shorter_than_twice_the_longest_limit_is_refused() -> None:
+    # given limits whose longest hard limit is 300 + 2 * 100 = 500 s
+    environ = {"STENO_MAX_AUDIO_SECONDS": "100", "STENO_FETCH_TIMEOUT_SECONDS": "10"}
+
+    # when the visibility timeout is set below twice that, then startup is refused
+    with pytest.raises(SettingsError, match=r"shorter than twice the longest hard time limit"):
+        load_settings({**environ, "STENO_VISIBILITY_TIMEOUT_SECONDS": "999"})
+
+    # and exactly twice (or the default) is accepted
+    assert (
+        load_settings({**environ, "STENO_VISIBILITY_TIMEOUT_SECONDS": "1000"}).visibility_timeout
+        == 1000
+    )
+    assert load_settings(environ).visibility_timeout == 1000
+
+
+def test_fault_injection_may_allow_a_short_visibility_timeout() -> None:
+    # given the chaos suite's hook, then a short timeout is accepted (and off by default)
+    settings = load_settings(
+        {"STENO_VISIBILITY_TIMEOUT_SECONDS": "5", "STENO_FAULT_ALLOW_SHORT_VISIBILITY": "true"}
+    )
+    assert settings.visibility_timeout == 5
+    defaults = load_settings({})
+    assert not defaults.fault_allow_short_visibility
+    assert defaults.transcribe_delay_seconds == 0
+    assert defaults.fault_crash_marker == ""
+
+
+def test_a_fractional_time_limit_does_not_make_the_default_visibility_timeout_refused() -> None:
+    # given limits whose longest hard limit has a fraction (300 + 2.25 * 100.1 s)
+    environ = {"STENO_MAX_AUDIO_SECONDS": "100.1", "STENO_TRANSCRIBE_TIME_LIMIT_FACTOR": "2.25"}
+
+    # when the settings load, then the derived timeout (rounded up) satisfies the rule
+    settings = load_settings({**environ, "STENO_FETCH_TIMEOUT_SECONDS": "1"})
+    assert settings.visibility_timeout >= 2 * settings.max_time_limit

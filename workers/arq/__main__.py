@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--check", action="store_true", help="run a health check and exit")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-n", "--hostname", help="Celery node name (default <queue>@<host>)")
     args = parser.parse_args(argv)
     sys.path.append(os.getcwd())
     logging.basicConfig(
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = import_string(args.worker_settings)
     if args.check:
         return check_health(settings)
-    overrides = {} if args.burst is None else {"burst": args.burst}
+    overrides: dict[str, Any] = {} if args.burst is None else {"burst": args.burst}
+    if args.hostname:
+        overrides["hostname"] = args.hostname
     create_worker(settings, **overrides).run()
     return 0
 

@@ -156,7 +156,8 @@ class Worker:
     ``max_burst_jobs``, ``job_serializer``/``job_deserializer``: JSON only). Steno
     extensions: ``celery_app`` (serve from an existing app, e.g. Steno's), ``broker_url``
     (default: the Redis of ``redis_settings``), ``retry_policy``, ``loop_stall_warning``
-    (seconds of loop silence the watchdog reports) and ``log_level``.
+    (seconds of loop silence the watchdog reports), ``log_level`` and ``hostname`` (the Celery
+    node name, ``%h`` expanded; default ``<queue>@<host>``).
     """
 
     def __init__(
@@ -190,6 +191,7 @@ class Worker:
         retry_policy: RetryPolicy | None = None,
         loop_stall_warning: float = 1.0,
         log_level: str = "INFO",
+        hostname: str | None = None,
         handle_signals: bool = True,
         job_completion_wait: int = 0,
         queue_read_limit: int | None = None,
@@ -241,6 +243,7 @@ class Worker:
         self.jobs_complete = self.jobs_failed = self.jobs_retried = 0
         self.stopping = False
         self.log_level = log_level
+        self.hostname = hostname
 
     # -- Celery wiring -----------------------------------------------------------------
 
@@ -280,7 +283,7 @@ class Worker:
             "--queues",
             self.queue_name,
             "--hostname",
-            f"{node}@{socket.gethostname()}",
+            self.hostname or f"{node}@{socket.gethostname()}",
             "--without-mingle",
             "--without-gossip",
             "--loglevel",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
@@ -180,11 +182,12 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
             raise JobHeld(remaining)
         log.info("job %s: nothing to do (duplicate, finished or cancelled)", job_id)
         return "skipped"
-    log.info("job %s: claimed (attempt %d) on %s", job_id, claim.token, worker)
+    log.info("job %s: claimed (attempt %d) on %s pid %d", job_id, claim.token, worker, os.getpid())
     try:
         if not claim.audio_path or not Path(claim.audio_path).is_file():
             raise AudioUnreadable("the job's audio file is missing")
         with runtime.lease_kept(claim):
+            _crash_if_poisoned(runtime.settings, claim)
             model = _load_or_release(runtime, claim)
             result = _transcribe(runtime, claim, model)
         transcript = to_transcript(result)
@@ -260,6 +263,7 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
             raise ClaimLost()
 
     report(0.0)
+    _slow_down(runtime.settings.transcribe_delay_seconds, report)
     try:
         return transcribe(
             model,
@@ -275,6 +279,30 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
         if "Failed to load audio" in str(exc):
             raise AudioUnreadable(str(exc).splitlines()[0]) from exc
         raise
+
+
+def _crash_if_poisoned(settings: Settings, claim: services.Claim) -> None:
+    """Fault injection (``STENO_FAULT_CRASH_MARKER``, off by default): a poison job.
+
+    The child SIGKILLs itself like an out-of-memory kill would, after the claim, so the
+    redelivery cap is exercised exactly as in production.
+    """
+    marker = settings.fault_crash_marker
+    if marker and marker in (claim.filename or ""):
+        log.error("job %s: fault injection: poison job, killing this child", claim.job_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _slow_down(seconds: float, report: Callable[[float], None]) -> None:
+    """Fault injection (``STENO_TRANSCRIBE_DELAY_SECONDS``, 0 by default): wait before Whisper.
+
+    Makes jobs last long enough for the chaos suite to kill workers mid-job. The wait checks
+    the claim every second like Whisper's windows do, so cancellation behaves the same.
+    """
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(1.0, left))
+        report(0.0)
 
 
 def _fail(runtime: GpuRuntime, claim: services.Claim, code: str, detail: str) -> str:

@@ -1,7 +1,8 @@
 """The relay's sweep: publish what the fast path did not, and re-send lost messages.
 
 PostgreSQL is the truth and Redis only transport, so a job must survive its message being
-lost (Redis restarted with nothing on disk, or a task that gave up before claiming it).
+lost (Redis restarted with nothing on disk, or a task that gave up before claiming it),
+and a running job must survive its worker (the reaper requeues it once the lease lapses).
 The sweep notices through a marker key in the broker's Redis: when the key is gone, the
 broker lost its queues, and every active job's task is sent again. Apart from that, jobs
 whose lease ran out, or queued jobs untouched for ``STENO_REDRIVE_AFTER_SECONDS``, are sent
@@ -31,6 +32,7 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
     path that committed them.
     """
     settings: Settings = ctx["settings"]
+    await reap_expired(ctx)
     await redrive_stranded(ctx)
     total = 0
     while True:
@@ -43,6 +45,26 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
         total += sent
         if sent < PUBLISH_BATCH:
             return total
+
+
+async def reap_expired(ctx: dict[str, Any]) -> int:
+    """The stuck-job reaper: requeue (and re-send) running jobs whose worker stopped renewing
+    its lease, or fail them once they had ``STENO_MAX_ATTEMPTS`` deliveries.
+
+    Returns how many jobs it requeued or failed. The reason is kept in the job's ``error``.
+    """
+    settings: Settings = ctx["settings"]
+    async with ctx["sessions"]() as session, session.begin():
+        requeued, failed = await services.reap_expired_leases(
+            session, max_attempts=settings.max_attempts
+        )
+        ids = [await _stage(session, settings, job) for job in requeued]
+    for job_id in failed:
+        log.warning("job %s: its worker stopped renewing the lease; failed at the cap", job_id)
+    if ids:
+        log.warning("requeued %d jobs whose worker stopped renewing the lease", len(ids))
+        await publish_pending(ctx["sessions"], ctx["publisher"], ids=ids, offload=ctx["in_hub"])
+    return len(requeued) + len(failed)
 
 
 async def redrive_stranded(ctx: dict[str, Any]) -> int:
