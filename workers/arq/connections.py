@@ -3,7 +3,7 @@
 ``enqueue_job`` writes arq's keys (the job definition under ``arq:job:<id>`` with its expiry,
 the id in the queue's index scored by its due time) in one transaction that also enforces
 uniqueness, then sends the Celery message. A deferred job gets no message yet: its id goes
-into the ``arq:deferred`` sorted set, and a worker sends it when it is due (see
+into the queue's ``arq:deferred:<queue>`` sorted set, and a worker sends it when it is due (see
 ``workers.arq.worker``). Both live in Redis, so a worker crash loses neither.
 """
 
@@ -25,13 +25,20 @@ from redis.exceptions import WatchError
 
 from workers.arq.constants import (
     default_queue_name,
-    deferred_jobs_ss,
     expires_extra_ms,
     in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
 )
-from workers.arq.jobs import Job, JobDef, as_text, deserialize_job, queue_index, serialize_job
+from workers.arq.jobs import (
+    Job,
+    JobDef,
+    as_text,
+    deferred_set,
+    deserialize_job,
+    queue_index,
+    serialize_job,
+)
 from workers.arq.publish import make_producer, send_job
 from workers.arq.utils import timestamp_ms, to_ms, to_unix_ms
 
@@ -182,7 +189,7 @@ class ArqRedis(Redis):
             pipe.psetex(job_key, expires_ms, job)
             pipe.zadd(queue_index(queue_name), {job_id: score})
             if deferred:
-                pipe.zadd(deferred_jobs_ss, {job_id: score})
+                pipe.zadd(deferred_set(queue_name), {job_id: score})
             try:
                 await pipe.execute()
             except WatchError:

@@ -13,11 +13,12 @@ in_progress_key_prefix = "arq:in-progress:"
 result_key_prefix = "arq:result:"
 retry_key_prefix = "arq:retry:"
 abort_jobs_ss = "arq:abort"
-# Jobs whose Celery message is not sent yet (deferred, or retried later), scored by due time.
-deferred_jobs_ss = "arq:deferred"
+# Per queue: jobs whose Celery message is not sent yet (deferred, or retried later), scored
+# by due time; the queue's own workers send them.
+deferred_jobs_prefix = "arq:deferred:"
 queue_index_prefix = "arq:jobs:"
-# Held by the worker that moves due deferred jobs onto their queues.
-promoter_lock_key = "arq:promoter-lock"
+# Held (per queue) by the worker that sends due deferred jobs.
+promoter_lock_prefix = "arq:promoter-lock:"
 # Age of entries in the abort set after which they are dropped (seconds).
 abort_job_max_age = 60
 health_check_key_suffix = ":health-check"

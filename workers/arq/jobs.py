@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from workers.arq.constants import (
     abort_jobs_ss,
     default_queue_name,
-    deferred_jobs_ss,
+    deferred_jobs_prefix,
     in_progress_key_prefix,
     job_key_prefix,
     queue_index_prefix,
@@ -98,6 +98,11 @@ class JobResult(JobDef):
     start_time: datetime
     finish_time: datetime
     queue_name: str
+
+
+def deferred_set(queue_name: str) -> str:
+    """The sorted set of a queue's jobs waiting for their time, scored by it (epoch ms)."""
+    return deferred_jobs_prefix + queue_name
 
 
 def as_text(value: Any) -> str:
@@ -338,7 +343,7 @@ class Job:
         if info and info.score and info.score > now:
             async with self._redis.pipeline(transaction=True) as tr:
                 tr.zadd(queue_index(self._queue_name), {self.job_id: now}, xx=True)
-                tr.zadd(deferred_jobs_ss, {self.job_id: now}, xx=True)
+                tr.zadd(deferred_set(self._queue_name), {self.job_id: now}, xx=True)
                 await tr.execute()
         await self._redis.zadd(abort_jobs_ss, {self.job_id: now})
         try:

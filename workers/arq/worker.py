@@ -13,7 +13,8 @@ Retry policy: ``Retry(defer=)`` runs the job again after ``defer`` with ``job_tr
 other exception fails the job and is kept as its result, unless ``retry_jobs`` is on and the
 settings' ``retry_policy(exc, job_try)`` (a Steno extension; none by default) returns a delay.
 A job cancelled by a worker shutdown is sent again (``retry_jobs``), as arq re-runs it.
-Retries and deferred jobs wait in Redis (``arq:deferred``), never in a worker's memory.
+Retries and deferred jobs wait in Redis (``arq:deferred:<queue>``), never in a worker's
+memory.
 """
 
 from __future__ import annotations
@@ -42,13 +43,12 @@ from workers.arq.constants import (
     abort_job_max_age,
     abort_jobs_ss,
     default_queue_name,
-    deferred_jobs_ss,
     expires_extra_ms,
     health_check_key_suffix,
     in_progress_key_prefix,
     job_key_prefix,
     keep_cronjob_progress,
-    promoter_lock_key,
+    promoter_lock_prefix,
     result_key_prefix,
     retry_counter_ttl_s,
     retry_key_prefix,
@@ -57,6 +57,7 @@ from workers.arq.cron import CronJob
 from workers.arq.jobs import (
     JobExecutionFailed,
     as_text,
+    deferred_set,
     deserialize_job_raw,
     queue_index,
     serialize_job,
@@ -632,8 +633,10 @@ class Worker:
         """Send the Celery messages of deferred jobs that fell due (one worker at a time)."""
         pool = self.pool
         now = timestamp_ms()
-        due = await pool.zrangebyscore(deferred_jobs_ss, "-inf", now, start=0, num=100)
-        if not due or not await pool.set(promoter_lock_key, b"1", nx=True, px=10_000):
+        due = await pool.zrangebyscore(deferred_set(self.queue_name), "-inf", now, start=0, num=100)
+        if not due or not await pool.set(
+            promoter_lock_prefix + self.queue_name, b"1", nx=True, px=10_000
+        ):
             return
         try:
             for raw_id in due:
@@ -656,9 +659,9 @@ class Worker:
                         enqueue_time_ms=d["et"],
                         job_try=d["t"],
                     )
-                await pool.zrem(deferred_jobs_ss, job_id)
+                await pool.zrem(deferred_set(self.queue_name), job_id)
         finally:
-            await pool.delete(promoter_lock_key)
+            await pool.delete(promoter_lock_prefix + self.queue_name)
 
     async def _cancel_aborted_jobs(self) -> None:
         async with self.pool.pipeline(transaction=True) as pipe:
@@ -748,7 +751,7 @@ class _Record:
                 tr.set(result_key_prefix + job_id, data, px=None if forever else to_ms(keep_s))
             tr.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
             tr.zrem(abort_jobs_ss, job_id)
-            tr.zrem(deferred_jobs_ss, job_id)
+            tr.zrem(deferred_set(worker.queue_name), job_id)
             tr.zrem(queue_index(worker.queue_name), job_id)
             await tr.execute()
         if success and worker.log_results:
@@ -756,7 +759,7 @@ class _Record:
         return _Outcome(success, result)
 
     async def retry(self, defer_ms: int, score: int) -> None:
-        """Park the job in ``arq:deferred`` to be sent again in ``defer_ms``."""
+        """Park the job in its queue's deferred set to be sent again in ``defer_ms``."""
         worker, job_id = self.worker, self.job_id
         due = timestamp_ms() + defer_ms
         definition = serialize_job(
@@ -774,7 +777,7 @@ class _Record:
                 job_key_prefix + job_id, definition, px=worker.expires_extra_ms + defer_ms, nx=True
             )
             tr.zadd(queue_index(worker.queue_name), {job_id: due})
-            tr.zadd(deferred_jobs_ss, {job_id: due})
+            tr.zadd(deferred_set(worker.queue_name), {job_id: due})
             tr.delete(in_progress_key_prefix + job_id)
             await tr.execute()
 
