@@ -41,9 +41,9 @@ fmt: setup
     {{venv}}/bin/ruff format service workers tests migrations
     {{venv}}/bin/ruff check --fix service workers tests migrations
 
-# Benchmarks (figures written to bench-results/); not part of `just test`
-bench: setup
-    {{python}} -m tests.bench
+# Benchmarks (figures written to bench-results/); not part of `just test`. Only some: `just bench arq_concurrency`
+bench *NAMES: setup
+    {{python}} -m tests.bench {{NAMES}}
 
 # The HTTP API alone (granian)
 api: setup
@@ -52,6 +52,10 @@ api: setup
 # The IO worker pool alone (gevent, queue io)
 worker-io: setup
     {{steno}} worker io
+
+# Serve an arq-style WorkerSettings on Celery's gevent pool (e.g. `just arq jobs.WorkerSettings --burst`)
+arq SETTINGS *ARGS: setup
+    {{python}} -m workers.arq {{SETTINGS}} {{ARGS}}
 
 # The GPU worker pool alone (prefork, queue gpu)
 worker-gpu: setup

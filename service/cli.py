@@ -56,19 +56,9 @@ def process_argv(name: str, settings: Settings) -> list[str]:
             settings.log_level.lower(),
         )
     if name == "worker-io":
-        return [
-            *celery,
-            "worker",
-            "-P",
-            "gevent",
-            "-c",
-            str(settings.io_concurrency),
-            "-Q",
-            "io",
-            "-n",
-            "io@%h",
-            *quiet,
-        ]
+        # The arq layer's CLI: a Celery worker on the gevent pool serving Steno's IO functions
+        # (concurrency, queue and log level come from the settings, see workers/io/worker.py).
+        return _python_module("workers.arq", "workers.io.worker.WorkerSettings", "-n", "io@%h")
     if name == "worker-gpu":
         return [
             *celery,

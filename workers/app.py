@@ -1,7 +1,8 @@
 """The Celery app: broker, routing and the delivery guarantees Steno relies on.
 
-``celery -A workers.app worker -P gevent -Q io`` runs the IO pool and
-``celery -A workers.app worker -P prefork -Q gpu`` the GPU pool; ``beat`` the timers.
+``python -m workers.arq workers.io.worker.WorkerSettings`` runs the IO pool (arq functions
+registered on this app, gevent pool), ``celery -A workers.app worker -P prefork -Q gpu`` the
+GPU pool; ``beat`` the timers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from workers.routing import EXCHANGE, QUEUES, QueueName, TaskName, task_routes
 
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once delivery to idempotent workers."""
-    app = Celery("steno", broker=settings.broker, include=["workers.io.tasks", "workers.gpu.tasks"])
+    app = Celery("steno", broker=settings.broker, include=["workers.gpu.tasks"])
     app.conf.update(
         task_queues=QUEUES,
         task_default_queue=QueueName.IO.value,

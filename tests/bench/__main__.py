@@ -1,4 +1,4 @@
-"""``just bench``: run every benchmark and write its figures to ``bench-results/``.
+"""``just bench [NAME...]``: run the benchmarks (all, or those named); figures in bench-results/.
 
 Benchmarks compare numbers measured side by side in one run; they are never timed unit tests.
 """
@@ -11,12 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-from tests.bench import inference, pipeline, sse
+from tests.bench import arq_concurrency, inference, pipeline, sse
+
+BENCHMARKS = {
+    "inference": inference.run,
+    "pipeline": pipeline.run,
+    "arq_concurrency": arq_concurrency.run,
+    "sse": sse.run,
+}
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
-
-
-BENCHMARKS = {"inference": inference.run, "pipeline": pipeline.run, "sse": sse.run}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
-        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+        print(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
         return 2
     RESULTS.mkdir(exist_ok=True)
     machine = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name, run in ((name, BENCHMARKS[name]) for name in names):
+    for name in names:
+        run = BENCHMARKS[name]
         started = time.perf_counter()
         figures = run()
         figures["machine"] = machine

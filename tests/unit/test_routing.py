@@ -27,10 +27,17 @@ SENT_BY_API = [dispatch.TRANSCRIBE, dispatch.FETCH_AUDIO]
 
 @pytest.fixture(scope="module")
 def worker_app() -> Celery:
-    """The workers' Celery app with its task modules imported, as a worker process has it."""
+    """The workers' Celery app with its tasks registered, as the worker processes have it.
+
+    The GPU tasks come from the app's task modules; the IO tasks are the arq functions of
+    ``workers.io.worker.WorkerSettings``, registered by ``steno worker io`` before it serves.
+    """
     from workers.app import app
+    from workers.arq.worker import create_worker
+    from workers.io.worker import WorkerSettings
 
     app.loader.import_default_modules()
+    create_worker(WorkerSettings).register()
     return app
 
 

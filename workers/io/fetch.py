@@ -30,7 +30,7 @@ from service.jobs.dispatch import next_task
 from service.jobs.uploads import incoming_path
 from service.outbox import add_message, publish_pending
 from service.settings import Settings
-from workers.io.runtime import Retry
+from workers.arq import Retry
 
 log = logging.getLogger(__name__)
 

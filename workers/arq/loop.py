@@ -38,7 +38,7 @@ CANCEL_GRACE_SECONDS = 5.0
 class LoopThread:
     """An asyncio event loop in its own OS thread; ``run`` it from any greenlet."""
 
-    def __init__(self, name: str = "steno-io-loop") -> None:
+    def __init__(self, name: str = "arq-asyncio-loop") -> None:
         self.name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hub: gevent.hub.Hub | None = None
@@ -48,7 +48,7 @@ class LoopThread:
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running loop (after ``start``)."""
         if self._loop is None:
-            raise RuntimeError("the IO loop thread is not started")
+            raise RuntimeError("the asyncio loop thread is not started")
         return self._loop
 
     def start(self, timeout: float = 10.0) -> None:
@@ -56,7 +56,7 @@ class LoopThread:
         self._hub = gevent.get_hub()
         start_new_thread = monkey.get_original("_thread", "start_new_thread")
         start_new_thread(self._main, ())
-        with gevent.Timeout(timeout, RuntimeError("the IO loop thread did not start")):
+        with gevent.Timeout(timeout, RuntimeError("the asyncio loop thread did not start")):
             while self._loop is None or not self._loop.is_running():
                 gevent.sleep(0.005)
 
@@ -111,7 +111,7 @@ class LoopThread:
         the default loop, so subprocesses are started from there.
         """
         if self._hub is None:
-            raise RuntimeError("the IO loop thread is not started")
+            raise RuntimeError("the asyncio loop thread is not started")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 

@@ -1,0 +1,81 @@
+"""Sending a job's Celery message: ``send_task`` by function name, routed through kombu.
+
+Every job is a Celery task message named after its function, sent to the ``steno`` exchange
+with its queue's name as routing key (the queue is declared on publish, so a message lands
+even before a worker declared the queue). The Celery task id is the arq job id; headers
+carry what Celery has no field for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from workers.routing import EXCHANGE
+
+# Headers of a tracked job's message (one enqueued through ``enqueue_job``).
+TRACKED_HEADER = "arq_tracked"
+JOB_TRY_HEADER = "arq_job_try"
+ENQUEUED_AT_HEADER = "enqueued_at"  # epoch seconds, as Steno's own publisher writes it
+
+
+def make_producer(broker_url: str) -> Celery:
+    """A send-only Celery app (JSON, no result backend) for clients outside a worker."""
+    app = Celery("arq-client", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=False,
+    )
+    return app
+
+
+def kombu_queue(queue_name: str) -> Queue:
+    """The kombu queue of an arq queue name, bound to Steno's one exchange."""
+    return Queue(queue_name, EXCHANGE, routing_key=queue_name, durable=True)
+
+
+def send_job(
+    app: Celery,
+    function: str,
+    job_id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    queue_name: str,
+    *,
+    enqueue_time_ms: int,
+    job_try: int | None,
+) -> None:
+    """Publish one job's Celery message (blocking: call it off the asyncio loop).
+
+    The queue is declared (bound to the exchange) on every send, not once per process as
+    kombu would: a Redis that restarted with nothing on disk has lost the binding, and a
+    message sent to an unbound routing key is silently dropped. A few Redis commands more.
+    """
+    queue = kombu_queue(queue_name)
+    with app.producer_or_acquire() as producer:
+        # kombu's virtual transports (Redis) remember bindings in process memory: forget
+        # this one so that declaring writes it to Redis again.
+        state = getattr(producer.channel, "state", None)
+        if state is not None and hasattr(state, "binding_delete"):
+            state.binding_delete(queue_name, EXCHANGE.name, queue_name)
+        queue(producer.channel).declare()
+        app.send_task(
+            function,
+            args=args,
+            kwargs=kwargs,
+            task_id=job_id,
+            queue=queue,
+            exchange=EXCHANGE,
+            routing_key=queue_name,
+            headers={
+                TRACKED_HEADER: True,
+                JOB_TRY_HEADER: job_try,
+                ENQUEUED_AT_HEADER: enqueue_time_ms / 1000,
+            },
+            retry=True,
+            producer=producer,
+        )
