@@ -31,6 +31,7 @@ from service.jobs.uploads import incoming_path
 from service.outbox import add_message, publish_pending
 from service.settings import Settings
 from workers.arq import Retry
+from workers.retry import backoff
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
         _discard(part)
         if ctx["job_try"] < MAX_TRIES:
             log.warning("job %s: fetch attempt %d failed: %r", job_id, ctx["job_try"], exc)
-            raise Retry(defer=2.0 ** ctx["job_try"]) from exc
+            raise Retry(defer=backoff(ctx["job_try"])) from exc
         detail = str(exc) or type(exc).__name__
         return await _fail(ctx, job_uuid, UrlUnreadable(f"could not fetch {url}: {detail}"))
     except BaseException:
