@@ -41,7 +41,7 @@ fmt: setup
     {{venv}}/bin/ruff format service workers tests migrations
     {{venv}}/bin/ruff check --fix service workers tests migrations
 
-# Benchmarks (figures written to bench-results/); not part of `just test`. Only some: `just bench arq_concurrency`
+# Benchmarks (figures in bench-results/); not part of `just test`. Only some: `just bench sse arq_concurrency`
 bench *NAMES: setup
     {{python}} -m tests.bench {{NAMES}}
 
@@ -84,7 +84,3 @@ watch JOB_ID *ARGS: setup
 # List jobs, newest first
 jobs *ARGS: setup
     {{steno}} jobs ls {{ARGS}}
-
-# The SSE fan-out benchmark alone (1,000 clients on one API process)
-bench-sse: setup
-    {{python}} -m tests.bench sse
