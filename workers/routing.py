@@ -29,7 +29,12 @@ class TaskName(enum.StrEnum):
     TRANSCRIBE = "gpu.transcribe"
 
 
-QUEUES = tuple(Queue(q.value, EXCHANGE, routing_key=q.value, durable=True) for q in QueueName)
+def kombu_queue(name: str) -> Queue:
+    """A durable queue bound to the one exchange under its own name (Steno's or an arq app's)."""
+    return Queue(name, EXCHANGE, routing_key=name, durable=True)
+
+
+QUEUES = tuple(kombu_queue(q.value) for q in QueueName)
 
 ROUTES: dict[TaskName, QueueName] = {
     TaskName.FETCH_AUDIO: QueueName.IO,

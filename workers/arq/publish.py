@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu.entity import Queue
 
-from workers.routing import EXCHANGE
+from workers.routing import EXCHANGE, kombu_queue
 
 # Headers of a tracked job's message (one enqueued through ``enqueue_job``).
 TRACKED_HEADER = "arq_tracked"
@@ -31,11 +30,6 @@ def make_producer(broker_url: str) -> Celery:
         broker_connection_retry_on_startup=False,
     )
     return app
-
-
-def kombu_queue(queue_name: str) -> Queue:
-    """The kombu queue of an arq queue name, bound to Steno's one exchange."""
-    return Queue(queue_name, EXCHANGE, routing_key=queue_name, durable=True)
 
 
 def send_job(

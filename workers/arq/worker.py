@@ -64,13 +64,9 @@ from workers.arq.jobs import (
     serialize_result,
 )
 from workers.arq.loop import LoopThread
-from workers.arq.publish import (
-    ENQUEUED_AT_HEADER,
-    JOB_TRY_HEADER,
-    TRACKED_HEADER,
-    kombu_queue,
-)
+from workers.arq.publish import ENQUEUED_AT_HEADER, JOB_TRY_HEADER, TRACKED_HEADER
 from workers.arq.utils import SecondsTimedelta, ms_to_datetime, timestamp_ms, to_ms, to_seconds
+from workers.routing import kombu_queue
 
 log = logging.getLogger("arq.worker")
 
