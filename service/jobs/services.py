@@ -296,23 +296,14 @@ async def reap_expired_leases(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    failed = (
-        await session.execute(
-            update(Job)
-            .where(Job.id.in_(picked), Job.attempts >= max_attempts)
-            .values(
-                status="failed",
-                progress_stage="failed",
-                error_code="too_many_attempts",
-                error_detail=_lease_lapsed(f"gave up after {max_attempts} attempts"),
-                finished_at=func.now(),
-                updated_at=func.now(),
-                lease_expires_at=None,
-            )
-            .returning(Job.id)
+    failed_ids = sorted(
+        await _mark_failed(
+            session,
+            and_(Job.id.in_(picked), Job.attempts >= max_attempts),
+            code="too_many_attempts",
+            detail=_lease_lapsed(f"gave up after {max_attempts} attempts"),
         )
-    ).scalars()
-    failed_ids = sorted(failed)
+    )
     rows = (
         await session.execute(
             update(Job)
@@ -409,7 +400,7 @@ async def fail_job(
     session: AsyncSession, job_id: uuid.UUID, *, code: str, detail: str, token: int
 ) -> bool:
     """Mark the job failed with a reason, only if claim ``token`` still holds it."""
-    return await _mark_failed(session, _held(job_id, token), code=code, detail=detail)
+    return bool(await _mark_failed(session, _held(job_id, token), code=code, detail=detail))
 
 
 async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, detail: str) -> bool:
@@ -419,10 +410,13 @@ async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, det
     (a duplicate message), let alone one that is being transcribed.
     """
     unfetched = and_(Job.id == job_id, Job.status == "queued", Job.audio_path.is_(None))
-    return await _mark_failed(session, unfetched, code=code, detail=detail)
+    return bool(await _mark_failed(session, unfetched, code=code, detail=detail))
 
 
-async def _mark_failed(session: AsyncSession, condition: Any, *, code: str, detail: str) -> bool:
+async def _mark_failed(
+    session: AsyncSession, condition: Any, *, code: str, detail: Any
+) -> list[uuid.UUID]:
+    """Fail the jobs matching ``condition``; returns their ids."""
     result = await session.execute(
         update(Job)
         .where(condition)
@@ -435,8 +429,9 @@ async def _mark_failed(session: AsyncSession, condition: Any, *, code: str, deta
             updated_at=func.now(),
             lease_expires_at=None,
         )
+        .returning(Job.id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return list(result.scalars())
 
 
 @dataclass(frozen=True, slots=True)
