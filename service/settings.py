@@ -110,12 +110,17 @@ class Settings:
         )
 
     @property
+    def min_visibility_timeout(self) -> int:
+        """The shortest visibility timeout allowed: twice the longest hard time limit."""
+        return math.ceil(2 * self.max_time_limit)
+
+    @property
     def visibility_timeout(self) -> int:
         """Redis visibility timeout: by default twice the longest hard limit, so no live task
         is redelivered (a shorter one is refused at startup, see ``load_settings``)."""
         if self.visibility_timeout_seconds > 0:
             return int(self.visibility_timeout_seconds)
-        return math.ceil(2 * self.max_time_limit)
+        return self.min_visibility_timeout
 
     @property
     def fetch_deadline(self) -> float:
@@ -202,7 +207,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_SSE_MAX_STREAMS_PER_CLIENT must be at least 1")
     if settings.transcribe_delay_seconds < 0:
         raise SettingsError("STENO_TRANSCRIBE_DELAY_SECONDS must not be negative")
-    shortest = 2 * settings.max_time_limit
+    shortest = settings.min_visibility_timeout
     if settings.visibility_timeout < shortest and not settings.fault_allow_short_visibility:
         raise SettingsError(
             f"STENO_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds:g} is "
