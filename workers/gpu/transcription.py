@@ -268,6 +268,7 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
         nonlocal last
         now = time.monotonic()
         done = min(segment.end, duration) if duration > 0 else segment.end
+        percent = min(99.0, 100.0 * done / duration) if duration > 0 else 0.0
         runtime.emit(
             events.Segment(
                 job_id=job_id,
@@ -281,7 +282,7 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
             events.Progress(
                 job_id=job_id,
                 stage="transcribing",
-                percent=round(min(99.0, 100.0 * done / duration), 1) if duration > 0 else 0.0,
+                percent=round(percent, 1),
                 audio_seconds_done=round(done, 2),
                 audio_seconds=duration or None,
                 eta_seconds=round((now - began) * (duration - done) / done, 1)
@@ -291,7 +292,7 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
         )
         if now - last >= PROGRESS_INTERVAL_SECONDS and duration > 0:
             last = now
-            report(min(99.0, 100.0 * segment.end / duration))
+            report(percent)
 
     def report(percent: float) -> None:
         try:
