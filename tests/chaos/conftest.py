@@ -259,6 +259,14 @@ class Chaos:
         jobs = [(await self.api.get(f"/v1/jobs/{job_id}")).json() for job_id in ids]
         return sum(job.get("status") == "running" for job in jobs)
 
+    async def wait_running(self, ids: list[str], count: int = 1, timeout: float = 120.0) -> None:
+        """Wait until at least ``count`` of the jobs are running."""
+
+        async def enough() -> bool:
+            return await self.count_running(ids) >= count
+
+        await self.wait_until(enough, timeout, f"{count} running job(s)")
+
     async def running_child(self, ids: list[str]) -> tuple[str, int] | None:
         """A running job and the pid of the GPU child that claimed it (from its log)."""
         for job_id in ids:

@@ -58,7 +58,7 @@ async def test_postgres_restarted_mid_processing(chaos: Chaos) -> None:
     await chaos.open(transcribe_delay_seconds=3.0)
     chaos.start_all()
     ids = await chaos.submit(8)
-    await chaos.wait_until(lambda: _running(chaos, ids), 120, "a running job")
+    await chaos.wait_running(ids)
 
     # when PostgreSQL stops at once (connections cut, recovery from WAL on start)
     await asyncio.to_thread(chaos.postgres.stop_postgres, mode="immediate")
@@ -85,7 +85,3 @@ async def test_postgres_restarted_mid_processing(chaos: Chaos) -> None:
     # and the workers retry: every accepted job completes once
     views = await chaos.audit(ids)
     assert all(view["status"] == "completed" for view in views.values()), views
-
-
-async def _running(chaos: Chaos, ids: list[str]) -> bool:
-    return await chaos.count_running(ids) > 0

@@ -49,7 +49,7 @@ async def test_whole_gpu_worker_sigkilled_and_started_again(chaos: Chaos) -> Non
     await chaos.open(transcribe_delay_seconds=4.0)
     workers = chaos.start_all()
     ids = await chaos.submit(6)
-    await chaos.wait_until(lambda: _running_at_least(chaos, ids, 2), 120, "two running jobs")
+    await chaos.wait_running(ids, 2)
 
     # when the whole worker (main process and children) is SIGKILLed, then started again
     os.killpg(workers["worker-gpu"].pid, signal.SIGKILL)
@@ -70,7 +70,7 @@ async def test_sigterm_mid_batch_lets_running_jobs_finish_and_the_rest_resume(
     await chaos.open(transcribe_delay_seconds=3.0)
     workers = chaos.start_all()
     ids = await chaos.submit(8)
-    await chaos.wait_until(lambda: _running_at_least(chaos, ids, 2), 120, "two running jobs")
+    await chaos.wait_running(ids, 2)
     running = [job_id for job_id in ids if await _status(chaos, job_id) == "running"]
 
     # when a deploy SIGTERMs the workers' main processes and waits for them to exit
@@ -126,7 +126,7 @@ async def test_job_of_a_vanished_worker_is_reaped_and_completed_by_another(chaos
     chaos.start("beat", wait=False)
     gpus = {node: chaos.start("worker-gpu", node=node) for node in ("gpu-a@chaos", "gpu-b@chaos")}
     [job_id] = await chaos.submit(1)
-    await chaos.wait_until(lambda: _running_at_least(chaos, [job_id], 1), 120, "job running")
+    await chaos.wait_running([job_id])
     async with chaos.sessions() as session:
         holder = str((await session.get(Job, uuid.UUID(job_id))).worker)  # type: ignore[union-attr]
     [other] = set(gpus) - {holder}
@@ -156,14 +156,6 @@ async def test_job_of_a_vanished_worker_is_reaped_and_completed_by_another(chaos
 async def _status(chaos: Chaos, job_id: str) -> str:
     status: str = (await chaos.api.get(f"/v1/jobs/{job_id}")).json()["status"]
     return status
-
-
-async def _some_running(chaos: Chaos, ids: list[str]) -> bool:
-    return await chaos.count_running(ids) > 0
-
-
-async def _running_at_least(chaos: Chaos, ids: list[str], count: int) -> bool:
-    return await chaos.count_running(ids) >= count
 
 
 async def _fetching(chaos: Chaos, ids: list[str]) -> bool:
