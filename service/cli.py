@@ -25,12 +25,12 @@ from typing import Any
 
 import httpx
 
+from service.events.schemas import TERMINAL
+from service.jobs.formats import TranscriptFormat
 from service.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parent / "samples" / "steno-sample.ogg"
-FINAL = ("completed", "failed", "cancelled")
-FORMATS = ("text", "srt", "vtt", "json", "verbose_json")
 
 
 def _python_module(*argv: str) -> list[str]:
@@ -321,7 +321,12 @@ def _parser() -> argparse.ArgumentParser:
     watch_job.add_argument("job_id", metavar="JOB_ID")
     for command in (send, watch_job):
         command.add_argument("--api", default=None, help="API base URL (default: STENO_HOST/PORT)")
-        command.add_argument("--format", default="text", choices=FORMATS, help="transcript format")
+        command.add_argument(
+            "--format",
+            default="text",
+            choices=[f.value for f in TranscriptFormat],
+            help="transcript format",
+        )
         command.add_argument("--output", type=Path, help="write the transcript here, not stdout")
         command.add_argument(
             "--segments", action="store_true", help="print segments as they are decoded"
@@ -330,7 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     listing = jobs_sub.add_parser("ls", help="list jobs, newest first")
     listing.add_argument("--api", default=None, help="API base URL (default: STENO_HOST/PORT)")
-    listing.add_argument("--status", choices=[*FINAL, "queued", "running"])
+    listing.add_argument("--status", choices=[*sorted(TERMINAL), "queued", "running"])
     listing.add_argument("--limit", type=int, default=20)
     return parser
 
