@@ -43,7 +43,7 @@ async def job_events(
     settings: Settings,
 ) -> AsyncGenerator[bytes, None]:
     """SSE bytes of the job's events after ``after``, ending after the terminal event."""
-    subscription = await hub.subscribe(str(job_id), client)
+    subscription = await hub.subscribe(str(job_id))
     try:
         yield PREAMBLE
         last = after

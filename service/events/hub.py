@@ -30,11 +30,10 @@ QUEUE_SIZE = 2000
 class Subscription:
     """One client's feed of a job's live events."""
 
-    __slots__ = ("client", "job_id", "overflowed", "queue")
+    __slots__ = ("job_id", "overflowed", "queue")
 
-    def __init__(self, job_id: str, client: str) -> None:
+    def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        self.client = client
         self.queue: asyncio.Queue[Frame] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
 
@@ -60,11 +59,6 @@ class EventHub:
         self._per_client: Counter[str] = Counter()
         self._watching = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def open_streams(self) -> int:
-        """How many subscriptions are open in this process."""
-        return sum(self._per_client.values())
 
     def start(self) -> None:
         """Start the reader task (in the API's lifespan)."""
@@ -94,12 +88,12 @@ class EventHub:
         if self._per_client[client] <= 0:
             del self._per_client[client]
 
-    async def subscribe(self, job_id: str, client: str) -> Subscription:
+    async def subscribe(self, job_id: str) -> Subscription:
         """Follow a job's stream: every entry after the stream's current end is delivered.
 
         Replay what came before from history *after* subscribing, so nothing falls between.
         """
-        subscription = Subscription(job_id, client)
+        subscription = Subscription(job_id)
         key = stream_key(job_id)
         if key not in self._cursors:
             try:

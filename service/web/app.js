@@ -2,7 +2,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const TERMINAL = ["completed", "failed", "cancelled"];
 let source = null;
 
 function say(text) { $("message").textContent = text; }
