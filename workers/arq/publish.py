@@ -51,12 +51,17 @@ def send_job(
     """
     queue = kombu_queue(queue_name)
     with app.producer_or_acquire() as producer:
-        # kombu's virtual transports (Redis) remember bindings in process memory: forget
-        # this one so that declaring writes it to Redis again.
-        state = getattr(producer.channel, "state", None)
-        if state is not None and hasattr(state, "binding_delete"):
-            state.binding_delete(queue_name, EXCHANGE.name, queue_name)
-        queue(producer.channel).declare()
+        channel = producer.channel
+        queue(channel).declare()
+        # kombu's virtual transports (Redis) skip a binding they remember in process memory:
+        # write it to the broker again directly, as queue_bind would (the same member, so no
+        # second route), without growing the in-memory routing table on every send.
+        bind = getattr(channel, "_queue_bind", None)
+        if bind is not None:
+            meta = channel.typeof(EXCHANGE.name).prepare_bind(
+                queue_name, EXCHANGE.name, queue_name, None
+            )
+            bind(EXCHANGE.name, *meta)
         app.send_task(
             function,
             args=args,
