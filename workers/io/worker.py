@@ -32,8 +32,8 @@ class WorkerSettings:
     """The IO pool: fetches and the outbox relay, ``io_concurrency`` at a time."""
 
     functions = (
-        func(fetch_audio, name=TaskName.FETCH_AUDIO.value, keep_result=0),
-        func(relay_outbox, name=TaskName.RELAY_OUTBOX.value, keep_result=0),
+        func(fetch_audio, name=TaskName.FETCH_AUDIO.value),
+        func(relay_outbox, name=TaskName.RELAY_OUTBOX.value),
     )
     on_startup = startup
     on_shutdown = shutdown
