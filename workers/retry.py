@@ -15,11 +15,16 @@ def backoff(retries: int) -> float:
     return random.uniform(0.5, 1.0) * min(60.0, 2.0**retries)
 
 
+def transient_delay(retries: int) -> float | None:
+    """Seconds before retry number ``retries + 1``, or None once the retries are spent."""
+    return backoff(retries) if retries < TRANSIENT_RETRIES else None
+
+
 def retry_later(task: Task, exc: Exception) -> None:
     """Raise Celery's retry of ``task`` after ``backoff``; return when the retries are spent.
 
     The caller re-raises ``exc`` after it: the task then fails for good.
     """
-    retries = int(task.request.retries or 0)
-    if retries < TRANSIENT_RETRIES:
-        raise task.retry(countdown=backoff(retries), max_retries=None, exc=exc) from exc
+    delay = transient_delay(int(task.request.retries or 0))
+    if delay is not None:
+        raise task.retry(countdown=delay, max_retries=None, exc=exc) from exc

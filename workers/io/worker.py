@@ -17,15 +17,13 @@ from workers.arq import RedisSettings, func
 from workers.io.fetch import fetch_audio
 from workers.io.relay import relay_outbox
 from workers.io.runtime import shutdown, startup
-from workers.retry import TRANSIENT_RETRIES, backoff
+from workers.retry import TRANSIENT_RETRIES, transient_delay
 from workers.routing import QueueName, TaskName
 
 
 def retry_transient(exc: BaseException, job_try: int) -> float | None:
     """Steno's retry policy: an unreachable database is retried with backoff, a few times."""
-    if database_unreachable(exc) and job_try <= TRANSIENT_RETRIES:
-        return backoff(job_try - 1)
-    return None
+    return transient_delay(job_try - 1) if database_unreachable(exc) else None
 
 
 class WorkerSettings:
