@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from service.events.schemas import TERMINAL
+from service.core.events.schemas import TERMINAL
+from service.core.settings import Settings, SettingsError, load_settings
 from service.jobs.formats import TranscriptFormat
-from service.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parent / "samples" / "steno-sample.ogg"

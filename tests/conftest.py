@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.app import create_app
 from service.cli import migrate, process_argv
-from service.db.engine import make_engine, make_sessionmaker
+from service.core.db.engine import make_engine, make_sessionmaker
+from service.core.settings import Settings, load_settings
 from service.infra import asyncpg_dsn, resolve_services
-from service.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = ("completed", "failed", "cancelled")

@@ -9,17 +9,17 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.core import transitions
 from service.events.client import Message, MessageParser
-from service.jobs import services
 
 
 async def new_job(sessions: async_sessionmaker[AsyncSession], **fields: Any) -> str:
     """Insert a queued upload job (no audio needed) and return its id."""
     job_id = uuid.uuid4()
     async with sessions() as session, session.begin():
-        await services.create_job(
+        await transitions.create_job(
             session,
-            services.NewJob(id=job_id, source="upload", model="tiny.en", **fields),
+            transitions.NewJob(id=job_id, source="upload", model="tiny.en", **fields),
         )
     return str(job_id)
 

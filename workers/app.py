@@ -13,49 +13,24 @@ from typing import Any
 from celery import Celery
 from celery.signals import beat_init, celeryd_init, worker_ready
 
-from service.settings import Settings, SettingsError, load_settings
-from workers.routing import EXCHANGE, QUEUES, QueueName, TaskName, task_routes
+from service.core.delivery import celery_app
+from service.core.routing import QueueName, TaskName, task_routes
+from service.core.settings import Settings, SettingsError, load_settings
 
 
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once delivery to idempotent workers."""
-    app = Celery("steno", broker=settings.broker, include=["workers.gpu.tasks"])
+    app = celery_app(
+        "steno",
+        settings.broker,
+        include=["workers.gpu.tasks"],
+        current=True,
+        visibility_timeout=settings.visibility_timeout,
+        queues=[q.value for q in QueueName],
+        time_limit=settings.max_time_limit,
+    )
     app.conf.update(
-        task_queues=QUEUES,
-        task_default_queue=QueueName.IO.value,
-        task_default_exchange=EXCHANGE.name,
-        task_default_routing_key=QueueName.IO.value,
         task_routes=task_routes(),
-        task_create_missing_queues=False,
-        # A message is acknowledged only after its task ran; a dead child's is requeued.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        # A GPU child loads Whisper in worker_process_init; Celery's default 4 s for a new
-        # child to report up is shorter than that on a busy host, and it would kill every
-        # replacement child (after a crash) in a loop.
-        worker_proc_alive_timeout=120.0,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        # PostgreSQL holds every outcome; Celery's result backend is not used.
-        task_ignore_result=True,
-        task_time_limit=settings.max_time_limit,
-        broker_transport_options={
-            # Longer than any hard time limit, so a live task is never handed out twice.
-            "visibility_timeout": settings.visibility_timeout,
-            # Scan for messages past the visibility timeout every few seconds (kombu's default
-            # is about 100 s), so a dead worker's reserved messages come back close to it.
-            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
-            "unacked_restore_throttle": 1,
-            "socket_connect_timeout": 5,
-            "socket_timeout": 30,
-        },
-        broker_connection_retry_on_startup=True,
-        # Deploys: on SIGTERM let running tasks finish for a while, then requeue the rest.
-        worker_soft_shutdown_timeout=60.0,
-        worker_enable_soft_shutdown_on_idle=True,
-        worker_send_task_events=False,
         beat_schedule={
             "relay-outbox": {
                 "task": TaskName.RELAY_OUTBOX.value,
@@ -64,7 +39,6 @@ def create_celery_app(settings: Settings) -> Celery:
                 "options": {"expires": settings.outbox_sweep_seconds * 2},
             },
         },
-        timezone="UTC",
     )
     return app
 

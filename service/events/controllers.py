@@ -10,14 +10,14 @@ from litestar.params import FromPath, FromQuery
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.errors import BadRequest
+from service.core.errors import BadRequest
+from service.core.events.stream import ORIGIN, Position
+from service.core.settings import Settings
 from service.events.feed import job_events
 from service.events.hub import EventHub
 from service.events.response import EventStream
-from service.events.stream import ORIGIN, Position
-from service.jobs import services
+from service.jobs import queries
 from service.jobs.controllers import parse_job_id
-from service.settings import Settings
 
 
 def _client(request: Request[Any, Any, Any]) -> str:
@@ -69,7 +69,7 @@ class EventController(Controller):
         job_uuid = parse_job_id(job_id)
         after = _resume_from(request, last_event_id)
         async with sessions() as session:
-            await services.get_job(session, job_uuid)
+            await queries.get_job(session, job_uuid)
         client = _client(request)
         hub.reserve(client)
         body = job_events(

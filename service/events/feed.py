@@ -18,12 +18,12 @@ from collections.abc import AsyncGenerator
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.models import Job
+from service.core.db.models import Job
+from service.core.events.schemas import TERMINAL, Cancelled, encode_event
+from service.core.events.stream import Frame, Position
+from service.core.settings import Settings
 from service.events.history import history, terminal_seen
 from service.events.hub import EventHub
-from service.events.schemas import TERMINAL, Cancelled, encode_event
-from service.events.stream import Frame, Position
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 

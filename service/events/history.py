@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import Job, JobEvent
-from service.events.publish import store_milestone
-from service.events.schemas import (
+from service.core.db.models import Job, JobEvent
+from service.core.events.publish import store_milestone
+from service.core.events.schemas import (
     TERMINAL,
     Cancelled,
     Completed,
@@ -29,7 +29,7 @@ from service.events.schemas import (
     encode_event,
     event_kind,
 )
-from service.events.stream import ORIGIN, Frame, Position, read_after
+from service.core.events.stream import ORIGIN, Frame, Position, read_after
 
 log = logging.getLogger(__name__)
 

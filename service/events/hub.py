@@ -15,9 +15,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.errors import TooManyStreams
+from service.core.errors import TooManyStreams
+from service.core.events.stream import Frame, Position, frame_of, last_position, stream_key
 from service.events.response import SendWatchdog
-from service.events.stream import Frame, Position, frame_of, last_position, stream_key
 
 log = logging.getLogger(__name__)
 

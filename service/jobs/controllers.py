@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -18,23 +16,26 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.broker import Publisher
-from service.errors import (
+from service.core import transitions
+from service.core.broker import Publisher
+from service.core.errors import (
     BadRequest,
     JobNotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
 )
-from service.events.publish import emit
-from service.events.schemas import Cancelled
-from service.jobs import services
+from service.core.events.publish import emit
+from service.core.events.schemas import Cancelled
+from service.core.outbox import publish_pending
+from service.core.settings import Settings
+from service.core.states import JobStatus
+from service.core.storage import remove_audio
+from service.jobs import queries
 from service.jobs.formats import TranscriptFormat, render
 from service.jobs.openapi import SubmitOperation
-from service.jobs.schemas import JobPage, JobStatus, JobView, SubmitUrl
+from service.jobs.schemas import JobPage, JobView, SubmitUrl
 from service.jobs.submit import Accepted, accept_upload, accept_url
-from service.outbox import publish_pending
-from service.settings import Settings
 
 MAX_JSON_BYTES = 64 * 1024
 
@@ -118,7 +119,7 @@ class JobController(Controller):
     ) -> JobPage:
         """One page of jobs, optionally of one status; follow ``next_cursor`` for more."""
         async with sessions() as session:
-            jobs, next_cursor = await services.list_jobs(
+            jobs, next_cursor = await queries.list_jobs(
                 session, status=status.value if status else None, limit=limit, cursor=cursor
             )
         return JobPage(items=[JobView.from_row(j) for j in jobs], next_cursor=next_cursor)
@@ -129,7 +130,7 @@ class JobController(Controller):
     ) -> JobView:
         """The job's status, progress, error and timings."""
         async with sessions() as session:
-            return JobView.from_row(await services.get_job(session, parse_job_id(job_id)))
+            return JobView.from_row(await queries.get_job(session, parse_job_id(job_id)))
 
     @get(
         "/{job_id:str}/transcript",
@@ -148,7 +149,7 @@ class JobController(Controller):
     ) -> Response[bytes]:
         """The transcript rendered in the asked format."""
         async with sessions() as session:
-            transcript = await services.get_transcript(session, parse_job_id(job_id))
+            transcript = await queries.get_transcript(session, parse_job_id(job_id))
         body, media_type = render(transcript, format)
         return Response(content=body, media_type=media_type)
 
@@ -162,8 +163,8 @@ class JobController(Controller):
     ) -> JobView:
         """Cancel a queued or running job; 409 when it already completed or failed."""
         async with sessions() as session, session.begin():
-            job = await services.cancel_job(session, parse_job_id(job_id))
-        if job.status == JobStatus.cancelled:
+            job, cancelled_now = await transitions.cancel_job(session, parse_job_id(job_id))
+        if cancelled_now:
             await emit(redis, sessions, settings, Cancelled(job_id=str(job.id)))
         return JobView.from_row(job)
 
@@ -177,18 +178,8 @@ class JobController(Controller):
         """Delete the job row (with its transcript), then every audio file of the job."""
         job_uuid = parse_job_id(job_id)
         async with sessions() as session, session.begin():
-            audio_path = await services.delete_job(session, job_uuid)
+            audio_path = await transitions.delete_job(session, job_uuid)
         await asyncio.to_thread(remove_audio, settings.audio_dir, job_uuid, audio_path)
-
-
-def remove_audio(audio_dir: Path, job_id: uuid.UUID, audio_path: str | None) -> None:
-    """Remove the job's stored audio and any partial download left by a killed fetch."""
-    paths = {*audio_dir.glob(f"{job_id}.*")}
-    if audio_path:
-        paths.add(Path(audio_path))
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def _accepted_response(

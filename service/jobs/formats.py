@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
-from service.jobs.transcript import Transcript, TranscriptSegment
+from service.core.transcript import Transcript, TranscriptSegment
 
-__all__ = ["LANGUAGE_NAMES", "TranscriptFormat", "language_name", "media_type_for", "render"]
+__all__ = ["LANGUAGE_NAMES", "TranscriptFormat", "language_name", "render"]
 
 
 class TranscriptFormat(enum.StrEnum):
@@ -142,11 +142,6 @@ _MEDIA_TYPES: dict[TranscriptFormat, str] = {
     TranscriptFormat.SRT: "application/x-subrip; charset=utf-8",
     TranscriptFormat.VTT: "text/vtt; charset=utf-8",
 }
-
-
-def media_type_for(fmt: TranscriptFormat) -> str:
-    """Return the HTTP media type (with charset where it is text) of ``fmt``'s rendering."""
-    return _MEDIA_TYPES[fmt]
 
 
 def language_name(code: str) -> str:

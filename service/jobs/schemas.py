@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import UTC, datetime
 
 import msgspec
 
-from service.db.models import Job
-
-
-class JobStatus(enum.StrEnum):
-    """A job's state; ``completed``, ``failed`` and ``cancelled`` are final."""
-
-    queued = "queued"
-    running = "running"
-    completed = "completed"
-    failed = "failed"
-    cancelled = "cancelled"
+from service.core.db.models import Job
+from service.core.states import JobStatus
 
 
 class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):

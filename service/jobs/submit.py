@@ -19,17 +19,18 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.audio import content_type_accepted, probe_audio
-from service.db.models import Job
-from service.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
-from service.jobs import services
-from service.jobs.dispatch import next_task
+from service.core import transitions
+from service.core.audio import content_type_accepted, probe_audio
+from service.core.db.models import Job
+from service.core.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
+from service.core.outbox import add_message
+from service.core.routing import next_task
+from service.core.settings import Settings
+from service.core.storage import incoming_path
 from service.jobs.formats import LANGUAGE_NAMES
 from service.jobs.schemas import SubmitUrl
-from service.jobs.uploads import incoming_path, receive_upload
+from service.jobs.uploads import receive_upload
 from service.jobs.urlcheck import check_url_readable
-from service.outbox import add_message
-from service.settings import Settings
 
 MAX_PROMPT_CHARS = 2000
 _TRUE = {"1", "true", "yes", "on"}
@@ -148,7 +149,7 @@ async def accept_upload(
             initial_prompt=fields.get("initial_prompt"),
         )
         info = await probe_audio(path, max_seconds=settings.max_audio_seconds)
-        new = services.NewJob(
+        new = transitions.NewJob(
             id=job_id,
             source="upload",
             **dataclasses.asdict(options),
@@ -205,21 +206,21 @@ async def accept_url(
     )
     if settings.url_check_timeout_seconds > 0:
         await check_url_readable(http, url, max_bytes=settings.max_upload_bytes)
-    new = services.NewJob(
+    new = transitions.NewJob(
         id=uuid.uuid4(), source="url", **dataclasses.asdict(options), audio_url=url
     )
     return await _enqueue(sessionmaker, settings, new)
 
 
 async def _enqueue(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, new: services.NewJob
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, new: transitions.NewJob
 ) -> Accepted:
     """Commit the job row and its first task message in one transaction."""
     task, time_limit = next_task(
         settings, has_audio=new.audio_path is not None, audio_seconds=new.audio_seconds
     )
     async with sessionmaker() as session, session.begin():
-        job = await services.create_job(session, new)
+        job = await transitions.create_job(session, new)
         outbox_id = await add_message(
             session, task, [str(new.id)], job_id=new.id, time_limit=time_limit
         )

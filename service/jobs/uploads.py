@@ -7,7 +7,6 @@ to a temporary file and is never held in memory, and the other parts are small f
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import IO
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from service.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from service.core.errors import BadRequest, PayloadTooLarge, ValidationFailed
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024
@@ -171,8 +170,3 @@ async def receive_upload(
         content_type=receiver.content_type,
         fields=receiver.fields,
     )
-
-
-def incoming_path(audio_dir: Path, job_id: uuid.UUID) -> Path:
-    """Where a job's audio lives while and after it is received."""
-    return audio_dir / f"{job_id}.audio"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import httpx
 
-from service.audio import content_type_accepted
-from service.errors import EmptyFile, PayloadTooLarge, UnsupportedMediaType, UrlUnreadable
+from service.core.audio import content_type_accepted
+from service.core.errors import EmptyFile, PayloadTooLarge, UnsupportedMediaType, UrlUnreadable
 
 
 async def check_url_readable(client: httpx.AsyncClient, url: str, *, max_bytes: int) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from service.settings import load_settings
+from service.core.settings import load_settings
 from workers.arq import RedisSettings, create_pool
 
 ROOT = Path(__file__).resolve().parents[2]

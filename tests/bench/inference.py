@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.settings import load_settings
+from service.core.settings import load_settings
 from tests.audio import SENTENCES, speak, word_error_rate
 from workers.gpu.whisper import choose_device, load_model, transcribe
 

@@ -19,7 +19,7 @@ import httpx
 import redis
 
 from service.cli import migrate
-from service.settings import load_settings
+from service.core.settings import load_settings
 from tests.audio import SENTENCES, speak
 from tests.conftest import WorkerProcess, recreate_database, wait_for_queues
 

@@ -27,11 +27,11 @@ from typing import Any
 import redis
 
 from service.cli import migrate
-from service.db.engine import make_engine, make_sessionmaker
-from service.events import schemas as events
-from service.events.publish import emit
-from service.jobs import services
-from service.settings import Settings, load_settings
+from service.core import transitions
+from service.core.db.engine import make_engine, make_sessionmaker
+from service.core.events import schemas as events
+from service.core.events.publish import emit
+from service.core.settings import Settings, load_settings
 from tests.conftest import descendants, free_port, recreate_database, start_api
 
 CLIENTS = 1000
@@ -132,8 +132,8 @@ async def _make_jobs(settings: Settings) -> list[str]:
     ids = [uuid.uuid4() for _ in range(JOBS)]
     async with sessions() as session, session.begin():
         for job_id in ids:
-            await services.create_job(
-                session, services.NewJob(id=job_id, source="upload", model="tiny.en")
+            await transitions.create_job(
+                session, transitions.NewJob(id=job_id, source="upload", model="tiny.en")
             )
     await engine.dispose()
     return [str(i) for i in ids]

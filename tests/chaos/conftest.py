@@ -37,10 +37,10 @@ from sqlalchemy import func, select
 
 from service.app import create_app
 from service.cli import migrate, process_argv
-from service.db.engine import make_engine, make_sessionmaker
-from service.db.models import Transcript
+from service.core.db.engine import make_engine, make_sessionmaker
+from service.core.db.models import Transcript
+from service.core.settings import Settings, load_settings
 from service.infra import PrivateServices, find_binary
-from service.settings import Settings, load_settings
 from tests.audio import SENTENCES, speak
 from tests.conftest import (
     FINAL,

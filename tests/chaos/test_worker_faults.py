@@ -8,7 +8,7 @@ import signal
 import time
 import uuid
 
-from service.db.models import Job
+from service.core.db.models import Job
 from tests.chaos.conftest import Chaos, slow_server
 from tests.conftest import WorkerProcess
 

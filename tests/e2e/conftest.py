@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.conftest import WorkerProcess, start_api
 
 

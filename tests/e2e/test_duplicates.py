@@ -22,10 +22,10 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.broker import CeleryPublisher, make_producer_app
-from service.db.models import Job, Transcript
-from service.jobs.dispatch import TRANSCRIBE
-from service.settings import Settings
+from service.core.broker import CeleryPublisher, make_producer_app
+from service.core.db.models import Job, Transcript
+from service.core.routing import TRANSCRIBE
+from service.core.settings import Settings
 from tests.audio import speak
 from tests.conftest import WorkerProcess, wait_for_job
 

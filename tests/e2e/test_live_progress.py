@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.audio import SENTENCES, speak, word_error_rate
 from tests.conftest import ROOT, child_env
 from tests.sse import read_events

@@ -9,7 +9,7 @@ import redis
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.audio import SENTENCES, speak
 from tests.conftest import WorkerProcess, wait_for_job
 from workers.io.relay import BROKER_MARKER

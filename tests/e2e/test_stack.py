@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.audio import word_error_rate
 from tests.conftest import ROOT, child_env, descendants
 

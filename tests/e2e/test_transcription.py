@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.audio import speak, word_error_rate
 from tests.conftest import wait_for_job
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from service.db.models import Transcript
+from service.core.db.models import Transcript
 from tests.audio import SENTENCES, speak
 from tests.conftest import WorkerProcess, descendants, wait_for_job
 

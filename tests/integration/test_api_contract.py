@@ -25,9 +25,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.app import create_app
-from service.db.models import Job, OutboxMessage
-from service.jobs.dispatch import FETCH_AUDIO, TRANSCRIBE
-from service.settings import Settings
+from service.core.db.models import Job, OutboxMessage
+from service.core.routing import FETCH_AUDIO, TRANSCRIBE
+from service.core.settings import Settings
 from tests.audio import speak
 
 Sessions = async_sessionmaker[AsyncSession]

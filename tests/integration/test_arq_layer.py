@@ -28,7 +28,7 @@ import pytest
 import redis
 from celery import Celery
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.conftest import ROOT
 from tests.integration.arq_jobs import TeaError
 from workers.arq import ArqRedis, JobStatus, RedisSettings, create_pool

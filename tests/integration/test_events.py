@@ -15,11 +15,11 @@ from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.models import Job
-from service.events import schemas as events
-from service.events.publish import emit
-from service.events.stream import Position, stream_key
-from service.settings import Settings
+from service.core.db.models import Job
+from service.core.events import schemas as events
+from service.core.events.publish import emit
+from service.core.events.stream import Position, stream_key
+from service.core.settings import Settings
 from tests.conftest import start_api
 from tests.sse import new_job, read_events
 
@@ -201,6 +201,22 @@ async def test_cancelling_through_the_api_ends_the_stream(
     assert (await client.post(f"/v1/jobs/{job_id}/cancel")).status_code == 200
 
     assert [m.event for m in await reader] == ["queued", "cancelled"]
+
+
+async def test_cancelling_twice_publishes_one_cancelled_event(
+    client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], redis: Redis
+) -> None:
+    # given a queued job cancelled once
+    job_id = await new_job(sessions)
+    assert (await client.post(f"/v1/jobs/{job_id}/cancel")).status_code == 200
+
+    # when it is cancelled again
+    assert (await client.post(f"/v1/jobs/{job_id}/cancel")).status_code == 200
+
+    # then its event stream holds a single cancelled event
+    entries = await redis.xrange(stream_key(job_id))
+    kinds = [fields[b"kind"].decode() for _, fields in entries]
+    assert kinds.count("cancelled") == 1, kinds
 
 
 async def test_heartbeats_come_at_a_steady_interval(

@@ -22,7 +22,7 @@ import pytest
 from celery import Celery
 from litestar.testing import AsyncTestClient
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.audio import speak
 from tests.conftest import WorkerProcess, wait_for_job
 

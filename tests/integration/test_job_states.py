@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.models import Job, OutboxMessage, Transcript
-from service.errors import JobAlreadyFinished, JobNotFound
-from service.jobs import services
-from service.jobs.dispatch import TRANSCRIBE
-from service.jobs.transcript import Transcript as TranscriptData
-from service.jobs.transcript import TranscriptSegment
-from service.outbox import add_message
+from service.core import redrive, transitions
+from service.core.db.models import Job, OutboxMessage, Transcript
+from service.core.errors import JobAlreadyFinished, JobNotFound
+from service.core.outbox import add_message
+from service.core.routing import TRANSCRIBE
+from service.core.transcript import Transcript as TranscriptData
+from service.core.transcript import TranscriptSegment
+from service.jobs import queries
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -38,9 +39,9 @@ TRANSCRIPT = TranscriptData(
 async def _new_job(sessions: Sessions, *, with_outbox: bool = False) -> uuid.UUID:
     job_id = uuid.uuid4()
     async with sessions() as session, session.begin():
-        await services.create_job(
+        await transitions.create_job(
             session,
-            services.NewJob(
+            transitions.NewJob(
                 id=job_id,
                 source="upload",
                 model="tiny.en",
@@ -55,9 +56,9 @@ async def _new_job(sessions: Sessions, *, with_outbox: bool = False) -> uuid.UUI
 
 async def _claim(
     sessions: Sessions, job_id: uuid.UUID, *, worker: str = "w1", max_attempts: int = MAX_ATTEMPTS
-) -> services.Claim | None:
+) -> transitions.Claim | None:
     async with sessions() as session, session.begin():
-        return await services.claim_job(
+        return await transitions.claim_job(
             session, job_id, worker=worker, lease_seconds=LEASE, max_attempts=max_attempts
         )
 
@@ -85,9 +86,9 @@ async def _transcript_rows(sessions: Sessions, job_id: uuid.UUID) -> int:
         return int(await session.scalar(query) or 0)
 
 
-async def _complete(sessions: Sessions, claim: services.Claim) -> bool:
+async def _complete(sessions: Sessions, claim: transitions.Claim) -> bool:
     async with sessions() as session, session.begin():
-        done = await services.complete_job(session, claim, TRANSCRIPT)
+        done = await transitions.complete_job(session, claim, TRANSCRIPT)
         if not done:
             await session.rollback()
         return done
@@ -121,12 +122,12 @@ async def test_a_stale_token_can_not_complete_fail_or_report_progress(sessions: 
 
     # when the stale holder reports progress, completes and fails
     async with sessions() as session, session.begin():
-        progressed = await services.report_progress(
+        progressed = await transitions.report_progress(
             session, stale, stage="transcribing", percent=50.0
         )
     completed = await _complete(sessions, stale)
     async with sessions() as session, session.begin():
-        failed = await services.fail_job(
+        failed = await transitions.fail_job(
             session, job_id, code="transcription_failed", detail="boom", token=stale.token
         )
 
@@ -151,7 +152,7 @@ async def test_complete_writes_transcript_and_status_in_one_transaction(
     # when a completion is rolled back instead of committed
     async with sessions() as session:
         async with session.begin():
-            assert await services.complete_job(session, claim, TRANSCRIPT)
+            assert await transitions.complete_job(session, claim, TRANSCRIPT)
             await session.rollback()
 
     # then neither the status nor the transcript was written
@@ -169,7 +170,7 @@ async def test_complete_writes_transcript_and_status_in_one_transaction(
     assert job.lease_expires_at is None
     assert await _transcript_rows(sessions, job_id) == 1
     async with sessions() as session:
-        transcript = await services.get_transcript(session, job_id)
+        transcript = await queries.get_transcript(session, job_id)
     assert transcript == TRANSCRIPT
 
     # and completing again with the same token writes nothing more
@@ -235,8 +236,10 @@ async def test_an_expired_lease_is_reclaimed_and_the_old_holder_fenced_out(
     assert (job.status, job.attempts, job.worker) == ("running", 2, "w2")
     assert not await _complete(sessions, old)
     async with sessions() as session, session.begin():
-        assert not await services.report_progress(session, old, stage="x", percent=1.0)
-        assert not await services.fail_job(session, job_id, code="c", detail="d", token=old.token)
+        assert not await transitions.report_progress(session, old, stage="x", percent=1.0)
+        assert not await transitions.fail_job(
+            session, job_id, code="c", detail="d", token=old.token
+        )
     assert (await _job(sessions, job_id)).status == "running"
     assert await _transcript_rows(sessions, job_id) == 0
 
@@ -252,19 +255,20 @@ async def test_cancelling_a_queued_job(sessions: Sessions) -> None:
 
     # when it is cancelled
     async with sessions() as session, session.begin():
-        job = await services.cancel_job(session, job_id)
+        job, cancelled_now = await transitions.cancel_job(session, job_id)
 
     # then it is cancelled and no worker can claim it any more
-    assert job.status == "cancelled"
+    assert (job.status, cancelled_now) == ("cancelled", True)
     stored = await _job(sessions, job_id)
-    assert (stored.status, stored.cancel_requested) == ("cancelled", True)
+    assert stored.status == "cancelled"
     assert stored.finished_at is not None
     assert await _claim(sessions, job_id) is None
     assert (await _job(sessions, job_id)).attempts == 0
 
-    # and cancelling again is a no-op
+    # and cancelling again is a no-op that says so
     async with sessions() as session, session.begin():
-        assert (await services.cancel_job(session, job_id)).status == "cancelled"
+        again, cancelled_now = await transitions.cancel_job(session, job_id)
+    assert (again.status, cancelled_now) == ("cancelled", False)
 
 
 async def test_cancelling_a_running_job_fences_out_its_worker(sessions: Sessions) -> None:
@@ -275,12 +279,12 @@ async def test_cancelling_a_running_job_fences_out_its_worker(sessions: Sessions
 
     # when it is cancelled while the worker transcribes
     async with sessions() as session, session.begin():
-        job = await services.cancel_job(session, job_id)
+        job, _ = await transitions.cancel_job(session, job_id)
     assert job.status == "cancelled"
 
     # then the worker's progress and completion are refused
     async with sessions() as session, session.begin():
-        assert not await services.report_progress(session, claim, stage="x", percent=5.0)
+        assert not await transitions.report_progress(session, claim, stage="x", percent=5.0)
     assert not await _complete(sessions, claim)
     stored = await _job(sessions, job_id)
     assert stored.status == "cancelled"
@@ -297,7 +301,7 @@ async def test_cancelling_a_completed_job_is_refused(sessions: Sessions) -> None
     # when it is cancelled, then JobAlreadyFinished is raised and the job stays completed
     with pytest.raises(JobAlreadyFinished):
         async with sessions() as session, session.begin():
-            await services.cancel_job(session, job_id)
+            await transitions.cancel_job(session, job_id)
     assert (await _job(sessions, job_id)).status == "completed"
     assert await _transcript_rows(sessions, job_id) == 1
 
@@ -315,7 +319,7 @@ async def test_deleting_a_job_removes_its_transcript_and_outbox_rows(sessions: S
 
     # when it is deleted
     async with sessions() as session, session.begin():
-        audio_path = await services.delete_job(session, job_id)
+        audio_path = await transitions.delete_job(session, job_id)
 
     # then the job, its transcript and its outbox rows are gone, and its audio path returned
     assert audio_path == f"/nonexistent/{job_id}.wav"
@@ -325,7 +329,7 @@ async def test_deleting_a_job_removes_its_transcript_and_outbox_rows(sessions: S
     assert await _transcript_rows(sessions, job_id) == 0
     with pytest.raises(JobNotFound):
         async with sessions() as session, session.begin():
-            await services.delete_job(session, job_id)
+            await transitions.delete_job(session, job_id)
 
 
 async def test_a_stranded_running_job_is_redriven_at_most_once_per_lease(
@@ -335,8 +339,9 @@ async def test_a_stranded_running_job_is_redriven_at_most_once_per_lease(
     # holder died: lease and last touch a minute old
     async with sessions() as session, session.begin():
         job_id = uuid.uuid4()
-        await services.create_job(
-            session, services.NewJob(id=job_id, source="upload", model="tiny.en", audio_path="/a")
+        await transitions.create_job(
+            session,
+            transitions.NewJob(id=job_id, source="upload", model="tiny.en", audio_path="/a"),
         )
         await session.execute(
             update(Job)
@@ -350,16 +355,16 @@ async def test_a_stranded_running_job_is_redriven_at_most_once_per_lease(
         )
 
         # when the relay looks for stranded jobs twice in a row
-        first = await services.stranded_jobs(
+        first = await redrive.stranded_jobs(
             session, everything=False, queued_for=3600, lease_seconds=30
         )
-        second = await services.stranded_jobs(
+        second = await redrive.stranded_jobs(
             session, everything=False, queued_for=3600, lease_seconds=30
         )
 
         # then the job is found once (with its audio), and not again within the lease
         assert [j for j in first if j.job_id == job_id] == [
-            services.Stranded(job_id=job_id, has_audio=True, audio_seconds=None)
+            redrive.Stranded(job_id=job_id, has_audio=True, audio_seconds=None)
         ]
         assert job_id not in {j.job_id for j in second}
         await session.rollback()
@@ -371,21 +376,22 @@ async def test_a_fresh_queued_job_is_not_stranded_unless_the_broker_was_lost(
     async with sessions() as session, session.begin():
         # Given a queued job just created
         job_id = uuid.uuid4()
-        await services.create_job(
-            session, services.NewJob(id=job_id, source="url", model="tiny.en", audio_url="http://a")
+        await transitions.create_job(
+            session,
+            transitions.NewJob(id=job_id, source="url", model="tiny.en", audio_url="http://a"),
         )
 
         # when the relay looks normally, and after the broker lost its queues
-        normal = await services.stranded_jobs(
+        normal = await redrive.stranded_jobs(
             session, everything=False, queued_for=3600, lease_seconds=30
         )
-        lost = await services.stranded_jobs(
+        lost = await redrive.stranded_jobs(
             session, everything=True, queued_for=3600, lease_seconds=30, after=None, limit=100000
         )
 
         # then only the second finds it, as a job still to fetch
         assert job_id not in {j.job_id for j in normal}
-        assert services.Stranded(job_id=job_id, has_audio=False, audio_seconds=None) in lost
+        assert redrive.Stranded(job_id=job_id, has_audio=False, audio_seconds=None) in lost
         await session.rollback()
 
 
@@ -399,13 +405,13 @@ async def test_releasing_a_claim_requeues_the_job_and_keeps_its_attempts(
 
     # when its worker hands it back (its model would not load)
     async with sessions() as session, session.begin():
-        assert await services.release_claim(session, claim)
+        assert await transitions.release_claim(session, claim)
 
     # then it is queued again with its attempt counted, and the old claim is fenced out
     job = await _job(sessions, job_id)
     assert (job.status, job.attempts, job.lease_expires_at) == ("queued", 1, None)
     async with sessions() as session, session.begin():
-        assert not await services.report_progress(session, claim, stage="x", percent=1.0)
+        assert not await transitions.report_progress(session, claim, stage="x", percent=1.0)
     again = await _claim(sessions, job_id)
     assert again is not None and again.token == 2
 
@@ -422,7 +428,7 @@ async def test_the_reaper_requeues_a_job_whose_worker_stopped_renewing_with_a_re
 
     # when the reaper runs
     async with sessions() as session, session.begin():
-        requeued, failed = await services.reap_expired_leases(session, max_attempts=MAX_ATTEMPTS)
+        requeued, failed = await transitions.reap_expired_leases(session, max_attempts=MAX_ATTEMPTS)
 
     # then only the stuck job is queued again, saying which worker stopped and when
     assert [job.job_id for job in requeued] == [stuck] and failed == []
@@ -448,7 +454,7 @@ async def test_the_reaper_fails_a_job_that_used_up_its_deliveries(sessions: Sess
 
     # when the reaper runs
     async with sessions() as session, session.begin():
-        requeued, failed = await services.reap_expired_leases(session, max_attempts=1)
+        requeued, failed = await transitions.reap_expired_leases(session, max_attempts=1)
 
     # then it fails with a clear code instead of going round again
     assert requeued == [] and failed == [job_id]

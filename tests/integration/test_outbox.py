@@ -23,10 +23,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.app import create_app
-from service.db.models import Job, OutboxMessage, Transcript
-from service.jobs.dispatch import TRANSCRIBE
-from service.outbox import add_message, publish_pending
-from service.settings import Settings
+from service.core.db.models import Job, OutboxMessage, Transcript
+from service.core.outbox import add_message, publish_pending
+from service.core.routing import TRANSCRIBE
+from service.core.settings import Settings
 from tests.audio import speak, word_error_rate
 from tests.conftest import WorkerProcess, wait_for_job
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from service.db.models import Job
+from service.core.db.models import Job
 
 AUDIO = b"RIFF" + b"\0" * 64
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service.audio import content_type_accepted, probe_audio
-from service.errors import AudioTooLong, EmptyFile, InvalidAudio
+from service.core.audio import content_type_accepted, probe_audio
+from service.core.errors import AudioTooLong, EmptyFile, InvalidAudio
 from tests.audio import speak
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."

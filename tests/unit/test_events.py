@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
-from service.events import schemas as events
+from service.core.events import schemas as events
+from service.core.events.stream import Frame, Position
 from service.events.client import Message, MessageParser
-from service.events.stream import Frame, Position
 
 
 def test_positions_parse_and_order_like_redis_stream_ids() -> None:
@@ -28,7 +29,7 @@ def test_an_event_round_trips_with_its_kind_tag() -> None:
     )
     data = json.loads(events.encode_event(event))
     assert data["kind"] == "progress" and data["percent"] == 42.0 and "at" in data
-    assert events.decode_event(events.encode_event(event)) == event
+    assert msgspec.json.decode(events.encode_event(event), type=events.Event) == event
     assert events.event_kind(events.Failed(job_id="j", code="c", detail="d")) == "failed"
     assert events.TERMINAL == {"completed", "failed", "cancelled"}
 

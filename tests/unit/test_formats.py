@@ -8,14 +8,13 @@ import re
 
 import pytest
 
+from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
 from service.jobs.formats import (
     LANGUAGE_NAMES,
     TranscriptFormat,
     language_name,
-    media_type_for,
     render,
 )
-from service.jobs.transcript import Transcript, TranscriptSegment, TranscriptWord
 
 
 def _transcript(*segments: TranscriptSegment, language: str = "en") -> Transcript:
@@ -306,7 +305,13 @@ def test_language_names() -> None:
     assert language_name("xx") == "xx"
 
 
-def test_every_format_has_a_media_type() -> None:
-    for fmt in TranscriptFormat:
-        assert media_type_for(fmt) == render(SMALL, fmt)[1]
+def test_every_format_has_its_media_type() -> None:
+    expected = {
+        "json": "application/json",
+        "verbose_json": "application/json",
+        "text": "text/plain; charset=utf-8",
+        "srt": "application/x-subrip; charset=utf-8",
+        "vtt": "text/vtt; charset=utf-8",
+    }
+    assert {fmt.value: render(SMALL, fmt)[1] for fmt in TranscriptFormat} == expected
     assert TranscriptFormat("verbose_json") is TranscriptFormat.VERBOSE_JSON

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from service.db.engine import database_unreachable
+from service.core.db.engine import database_unreachable
 from workers.retry import backoff
 
 

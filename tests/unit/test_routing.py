@@ -1,8 +1,8 @@
-"""The API and the workers agree on task names, queues and the exchange, without sharing code.
+"""The API and the workers agree on task names, queues and the exchange.
 
-The API addresses tasks by name (``service/jobs/dispatch.py``); the workers declare them
-(``workers/routing.py``). A task the API sends that no worker registers, or routes to
-another queue, would sit in Redis forever.
+Both take them from ``service/core/routing.py``; the API sends by name and never imports
+``workers/``. A task the API sends that no worker registers, or routes to another queue,
+would sit in Redis forever.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from service.broker import CeleryPublisher
-from service.jobs import dispatch
-from service.jobs.dispatch import TaskRef
-from workers import routing
+from service.core import delivery, routing
+from service.core.broker import CeleryPublisher
+from service.core.routing import TaskRef
 
 ROOT = Path(__file__).resolve().parents[2]
-SENT_BY_API = [dispatch.TRANSCRIBE, dispatch.FETCH_AUDIO]
+SENT_BY_API = [routing.TRANSCRIBE, routing.FETCH_AUDIO]
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +63,12 @@ def test_each_task_the_api_sends_is_routed_to_the_same_queue(
     assert routing.ROUTES[routing.TaskName(task.name)] == task.queue
     assert routing.task_routes()[task.name] == {
         "queue": task.queue,
-        "exchange": routing.EXCHANGE.name,
+        "exchange": delivery.EXCHANGE.name,
         "routing_key": task.queue,
     }
     assert route["queue"].name == task.queue
     assert route["queue"].routing_key == task.queue
-    assert route["queue"].exchange.name == routing.EXCHANGE.name
+    assert route["queue"].exchange.name == delivery.EXCHANGE.name
 
 
 def test_every_routed_queue_is_declared() -> None:
@@ -79,17 +78,18 @@ def test_every_routed_queue_is_declared() -> None:
     # when each route's queue is looked up
     # then it is declared, bound to the exchange with its own name as routing key
     for queue in routing.ROUTES.values():
-        assert declared[queue.value].exchange.name == routing.EXCHANGE.name
+        assert declared[queue.value].exchange.name == delivery.EXCHANGE.name
         assert declared[queue.value].routing_key == queue.value
 
 
-class _RecordingApp:
-    """Stands in for the producer's Celery app: keeps what ``send_task`` was given."""
+class _RecordingApp(Celery):  # type: ignore[misc]
+    """A producer app on kombu's in-memory broker that keeps what ``send_task`` was given."""
 
     def __init__(self) -> None:
+        super().__init__("recording", broker="memory://", set_as_current=False)
         self.sent: list[dict[str, Any]] = []
 
-    def send_task(self, name: str, **options: Any) -> None:
+    def send_task(self, name: str, **options: Any) -> None:  # type: ignore[override]
         self.sent.append({"name": name, **options})
 
 
@@ -97,20 +97,19 @@ class _RecordingApp:
 def test_the_api_publishes_through_the_workers_exchange(task: TaskRef) -> None:
     # given the API's publisher over an app that records what it sends
     app = _RecordingApp()
-    publisher = CeleryPublisher(app)  # type: ignore[arg-type]
+    publisher = CeleryPublisher(app)
 
     # when it publishes a task the API sends
     publisher.publish(task.name, task.queue, ["job-id"], None)
 
     # then the message goes through the workers' exchange to the task's queue
     [sent] = app.sent
-    assert dispatch.EXCHANGE == routing.EXCHANGE.name
     assert sent["name"] == task.name
-    assert sent["exchange"].name == routing.EXCHANGE.name
-    assert sent["exchange"].type == routing.EXCHANGE.type
+    assert sent["exchange"].name == delivery.EXCHANGE.name
+    assert sent["exchange"].type == delivery.EXCHANGE.type
     assert sent["routing_key"] == task.queue
     assert sent["queue"].name == task.queue
-    assert sent["queue"].exchange.name == routing.EXCHANGE.name
+    assert sent["queue"].exchange.name == delivery.EXCHANGE.name
 
 
 def test_the_worker_app_is_configured_for_at_least_once_delivery(worker_app: Celery) -> None:
@@ -160,7 +159,7 @@ class _FlakyBroker:
 
 
 def test_a_guarded_publisher_fails_fast_after_a_broker_error() -> None:
-    from service.broker import BrokerUnavailable, GuardedPublisher
+    from service.core.broker import BrokerUnavailable, GuardedPublisher
 
     # Given a broker that just failed
     broker = _FlakyBroker()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings, SettingsError, load_settings
+from service.core.settings import Settings, SettingsError, load_settings
 
 
 def test_an_empty_environment_gives_the_defaults() -> None:

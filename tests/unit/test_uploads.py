@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from service.core.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from service.jobs.uploads import receive_upload
 
 BOUNDARY = "steno-test-boundary"

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from workers.routing import EXCHANGE, kombu_queue
+from service.core.delivery import EXCHANGE, bind_queue, celery_app
 
 # Headers of a tracked job's message (one enqueued through ``enqueue_job``).
 TRACKED_HEADER = "arq_tracked"
@@ -22,14 +22,7 @@ ENQUEUED_AT_HEADER = "enqueued_at"  # epoch seconds, as Steno's own publisher wr
 
 def make_producer(broker_url: str) -> Celery:
     """A send-only Celery app (JSON, no result backend) for clients outside a worker."""
-    app = Celery("arq-client", broker=broker_url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        broker_connection_retry_on_startup=False,
-    )
-    return app
+    return celery_app("arq-client", broker_url, visibility_timeout=3600)
 
 
 def send_job(
@@ -45,23 +38,11 @@ def send_job(
 ) -> None:
     """Publish one job's Celery message (blocking: call it off the asyncio loop).
 
-    The queue is declared (bound to the exchange) on every send, not once per process as
-    kombu would: a Redis that restarted with nothing on disk has lost the binding, and a
-    message sent to an unbound routing key is silently dropped. A few Redis commands more.
+    The queue is bound to the exchange anew on every send (``bind_queue``): a Redis that
+    restarted with nothing on disk has lost the binding. A few Redis commands more.
     """
-    queue = kombu_queue(queue_name)
     with app.producer_or_acquire() as producer:
-        channel = producer.channel
-        queue(channel).declare()
-        # kombu's virtual transports (Redis) skip a binding they remember in process memory:
-        # write it to the broker again directly, as queue_bind would (the same member, so no
-        # second route), without growing the in-memory routing table on every send.
-        bind = getattr(channel, "_queue_bind", None)
-        if bind is not None:
-            meta = channel.typeof(EXCHANGE.name).prepare_bind(
-                queue_name, EXCHANGE.name, queue_name, None
-            )
-            bind(EXCHANGE.name, *meta)
+        queue = bind_queue(producer.channel, queue_name)
         app.send_task(
             function,
             args=args,

@@ -38,6 +38,7 @@ from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from redis.asyncio import Redis
 
+from service.core.delivery import celery_app
 from workers.arq.connections import ArqRedis, RedisSettings, create_pool
 from workers.arq.constants import (
     abort_job_max_age,
@@ -66,7 +67,6 @@ from workers.arq.jobs import (
 from workers.arq.loop import LoopThread
 from workers.arq.publish import ENQUEUED_AT_HEADER, JOB_TRY_HEADER, TRACKED_HEADER
 from workers.arq.utils import SecondsTimedelta, ms_to_datetime, timestamp_ms, to_ms, to_seconds
-from workers.routing import kombu_queue
 
 log = logging.getLogger("arq.worker")
 
@@ -791,25 +791,7 @@ def make_worker_app(broker_url: str, queue_name: str) -> Celery:
     Late acks with requeue on a lost worker, prefetch 1, JSON only; Redis's visibility
     timeout is longer than any job may run. No result backend: results live in arq's keys.
     """
-    app = Celery("arq", broker=broker_url, set_as_current=False)
-    app.conf.update(
-        task_queues=(kombu_queue(queue_name),),
-        task_default_queue=queue_name,
-        task_create_missing_queues=False,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        broker_transport_options={"visibility_timeout": 3600},
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=True,
-        worker_send_task_events=False,
-        timezone="UTC",
-    )
-    return app
+    return celery_app("arq", broker_url, visibility_timeout=3600, queues=[queue_name])
 
 
 def get_kwargs(settings_cls: Any) -> dict[str, Any]:

@@ -15,10 +15,10 @@ import billiard.process
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from service.db.engine import database_unreachable
+from service.core.db.engine import database_unreachable
+from service.core.routing import QueueName, TaskName
 from workers.app import app, settings, worker_queues
 from workers.retry import retry_later
-from workers.routing import QueueName, TaskName
 
 if TYPE_CHECKING:
     from workers.gpu.transcription import GpuRuntime

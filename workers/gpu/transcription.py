@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.engine import database_unreachable, make_engine, make_sessionmaker
-from service.events import schemas as events
-from service.events.publish import emit
-from service.jobs import services
-from service.jobs.transcript import Transcript, TranscriptSegment, TranscriptWord
-from service.settings import Settings
+from service.core import transitions
+from service.core.db.engine import database_unreachable, make_engine, make_sessionmaker
+from service.core.events import schemas as events
+from service.core.events.publish import emit
+from service.core.settings import Settings
+from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
 
 if TYPE_CHECKING:
     from workers.gpu.whisper import Segment, Transcription
@@ -119,7 +119,7 @@ class GpuRuntime:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     @contextlib.contextmanager
-    def lease_kept(self, claim: services.Claim) -> Iterator[None]:
+    def lease_kept(self, claim: transitions.Claim) -> Iterator[None]:
         """Renew ``claim``'s lease every quarter lease while the block runs."""
         beat = asyncio.run_coroutine_threadsafe(self._renew(claim), self._loop)
         try:
@@ -127,12 +127,12 @@ class GpuRuntime:
         finally:
             beat.cancel()
 
-    async def _renew(self, claim: services.Claim) -> None:
+    async def _renew(self, claim: transitions.Claim) -> None:
         lease = self.settings.lease_seconds
         while True:
             await asyncio.sleep(lease / 4)
             try:
-                held = await self.transact(services.renew_lease, claim, lease_seconds=lease)
+                held = await self.transact(transitions.renew_lease, claim, lease_seconds=lease)
             except Exception:  # a database blip: the next beat tries again
                 log.warning("job %s: lease renewal failed", claim.job_id, exc_info=True)
                 continue
@@ -180,14 +180,14 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
     """
     job_uuid = uuid.UUID(job_id)
     claim = runtime.write(
-        services.claim_job,
+        transitions.claim_job,
         job_uuid,
         worker=worker,
         lease_seconds=runtime.settings.lease_seconds,
         max_attempts=runtime.settings.max_attempts,
     )
     if claim is None:
-        remaining = runtime.write(services.lease_remaining, job_uuid)
+        remaining = runtime.write(transitions.lease_remaining, job_uuid)
         if remaining is not None:
             log.info("job %s: held by a live worker; retrying in %.0f s", job_id, remaining)
             raise JobHeld(remaining)
@@ -203,7 +203,7 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
             model = _load_or_release(runtime, claim)
             result = _transcribe(runtime, claim, model)
         transcript = to_transcript(result)
-        completed = runtime.write(services.complete_job, claim, transcript)
+        completed = runtime.write(transitions.complete_job, claim, transcript)
     except ClaimLost:
         log.info("job %s: stopped early: cancelled, deleted or claimed elsewhere", job_id)
         return "abandoned"
@@ -240,7 +240,7 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
     return "skipped"
 
 
-def _load_or_release(runtime: GpuRuntime, claim: services.Claim) -> Any:
+def _load_or_release(runtime: GpuRuntime, claim: transitions.Claim) -> Any:
     """The job's model; when it won't load, hand the job back (or fail it at the cap)."""
     try:
         return runtime.model(claim.model)
@@ -250,11 +250,11 @@ def _load_or_release(runtime: GpuRuntime, claim: services.Claim) -> Any:
             raise ModelUnavailable(
                 f"model {claim.model!r} could not be loaded: {type(exc).__name__}: {exc}"
             ) from exc
-        runtime.write(services.release_claim, claim)
+        runtime.write(transitions.release_claim, claim)
         raise WorkerUnfit(f"model {claim.model!r} would not load: {exc}") from exc
 
 
-def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Transcription:
+def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Transcription:
     from workers.gpu.whisper import transcribe
 
     duration = claim.audio_seconds or 0.0
@@ -297,7 +297,7 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
     def report(percent: float) -> None:
         try:
             held = runtime.write(
-                services.report_progress, claim, stage="transcribing", percent=percent
+                transitions.report_progress, claim, stage="transcribing", percent=percent
             )
         except Exception as exc:
             if not database_unreachable(exc):
@@ -336,7 +336,7 @@ def _transcribe(runtime: GpuRuntime, claim: services.Claim, model: Any) -> Trans
         raise
 
 
-def _crash_if_poisoned(settings: Settings, claim: services.Claim) -> None:
+def _crash_if_poisoned(settings: Settings, claim: transitions.Claim) -> None:
     """Fault injection (``STENO_FAULT_CRASH_MARKER``, off by default): a poison job.
 
     The child SIGKILLs itself like an out-of-memory kill would, after the claim, so the
@@ -360,8 +360,10 @@ def _slow_down(seconds: float, report: Callable[[float], None]) -> None:
         report(0.0)
 
 
-def _fail(runtime: GpuRuntime, claim: services.Claim, code: str, detail: str) -> str:
-    if runtime.write(services.fail_job, claim.job_id, code=code, detail=detail, token=claim.token):
+def _fail(runtime: GpuRuntime, claim: transitions.Claim, code: str, detail: str) -> str:
+    if runtime.write(
+        transitions.fail_job, claim.job_id, code=code, detail=detail, token=claim.token
+    ):
         runtime.emit(events.Failed(job_id=str(claim.job_id), code=code, detail=detail))
     log.info("job %s: failed: %s (%s)", claim.job_id, code, detail)
     return "failed"

@@ -15,21 +15,21 @@ from typing import Any
 
 import httpx
 
-from service.audio import content_type_accepted, probe_audio
-from service.errors import (
+from service.core import transitions
+from service.core.audio import content_type_accepted, probe_audio
+from service.core.errors import (
     EmptyFile,
     PayloadTooLarge,
     StenoError,
     UnsupportedMediaType,
     UrlUnreadable,
 )
-from service.events import schemas as events
-from service.events.publish import emit
-from service.jobs import services
-from service.jobs.dispatch import next_task
-from service.jobs.uploads import incoming_path
-from service.outbox import add_message, publish_pending
-from service.settings import Settings
+from service.core.events import schemas as events
+from service.core.events.publish import emit
+from service.core.outbox import add_message, publish_pending
+from service.core.routing import next_task
+from service.core.settings import Settings
+from service.core.storage import incoming_path
 from workers.arq import Retry
 from workers.retry import backoff
 
@@ -49,14 +49,9 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
     sessions = ctx["sessions"]
     job_uuid = uuid.UUID(job_id)
     async with sessions() as session, session.begin():
-        try:
-            job = await services.get_job(session, job_uuid)
-        except StenoError:
-            return "skipped"
-        if job.status != "queued" or job.audio_path or not job.audio_url:
-            return "skipped"
-        url = job.audio_url
-        await services.set_stage(session, job_uuid, "fetching")
+        url = await transitions.start_fetch(session, job_uuid)
+    if url is None:
+        return "skipped"
     await _progress(ctx, job_id, "fetching")
 
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +92,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
 
     try:
         async with sessions() as session, session.begin():
-            attached = await services.attach_audio(
+            attached = await transitions.attach_audio(
                 session,
                 job_uuid,
                 audio_path=str(final),
@@ -156,7 +151,7 @@ async def _download(
 async def _fail(ctx: dict[str, Any], job_id: uuid.UUID, error: StenoError) -> str:
     log.info("job %s failed while fetching: %s %s", job_id, error.code, error.detail)
     async with ctx["sessions"]() as session, session.begin():
-        failed = await services.fail_fetch(session, job_id, code=error.code, detail=error.detail)
+        failed = await transitions.fail_fetch(session, job_id, code=error.code, detail=error.detail)
     if failed:
         event = events.Failed(job_id=str(job_id), code=error.code, detail=error.detail)
         await emit(ctx["redis"], ctx["sessions"], ctx["settings"], event)

@@ -15,10 +15,10 @@ import logging
 import time
 from typing import Any
 
-from service.jobs import services
-from service.jobs.dispatch import next_task
-from service.outbox import PUBLISH_BATCH, add_message, publish_pending
-from service.settings import Settings
+from service.core import redrive, transitions
+from service.core.outbox import PUBLISH_BATCH, add_message, publish_pending
+from service.core.routing import next_task
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ async def reap_expired(ctx: dict[str, Any]) -> int:
     """
     settings: Settings = ctx["settings"]
     async with ctx["sessions"]() as session, session.begin():
-        requeued, failed = await services.reap_expired_leases(
+        requeued, failed = await transitions.reap_expired_leases(
             session, max_attempts=settings.max_attempts
         )
         ids = [await _stage(session, settings, job) for job in requeued]
@@ -83,7 +83,7 @@ async def redrive_stranded(ctx: dict[str, Any]) -> int:
     total, after = 0, None
     while True:
         async with ctx["sessions"]() as session, session.begin():
-            stranded = await services.stranded_jobs(
+            stranded = await redrive.stranded_jobs(
                 session,
                 everything=broker_was_lost,
                 queued_for=settings.redrive_after_seconds,
@@ -104,6 +104,6 @@ async def redrive_stranded(ctx: dict[str, Any]) -> int:
     return total
 
 
-async def _stage(session: Any, settings: Settings, job: services.Stranded) -> int:
+async def _stage(session: Any, settings: Settings, job: redrive.Stranded) -> int:
     task, limit = next_task(settings, has_audio=job.has_audio, audio_seconds=job.audio_seconds)
     return await add_message(session, task, [str(job.job_id)], job_id=job.job_id, time_limit=limit)

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from service.broker import CeleryPublisher
-from service.db.engine import make_engine, make_sessionmaker
-from service.settings import Settings
+from service.core.broker import CeleryPublisher
+from service.core.db.engine import make_engine, make_sessionmaker
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from service.db.engine import database_unreachable
+from service.core.db.engine import database_unreachable
+from service.core.routing import QueueName, TaskName
 from workers.app import app, settings
 from workers.arq import RedisSettings, func
 from workers.io.fetch import fetch_audio
 from workers.io.relay import relay_outbox
 from workers.io.runtime import shutdown, startup
 from workers.retry import TRANSIENT_RETRIES, transient_delay
-from workers.routing import QueueName, TaskName
 
 
 def retry_transient(exc: BaseException, job_try: int) -> float | None:

@@ -1,34 +1,25 @@
-"""The job state machine and the queries around it.
+"""The job state machine's transitions: one conditional UPDATE each (see ``states``).
 
-Every transition is one conditional UPDATE, so two processes racing on a job can never both
-win. A worker's claim bumps ``attempts``; that number is the fencing token every later write
-of that worker must present. States::
-
-    queued ──claim──▶ running ──complete──▶ completed
-      │                  │ └───fail──────▶ failed
-      └──────cancel──────┴───cancel──────▶ cancelled
+The API creates, cancels and deletes; workers claim, renew, report, complete, fail, release
+and reap. Every write after a claim presents the claim's fencing token.
 """
 
 from __future__ import annotations
 
-import base64
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import msgspec
 from sqlalchemy import and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import Job, Transcript
-from service.errors import BadRequest, JobAlreadyFinished, JobNotCompleted, JobNotFound
-from service.jobs.transcript import Transcript as TranscriptData
-
-ACTIVE = ("queued", "running")
-# error.code of a job retried because its worker stopped renewing the lease (died, hung).
-WORKER_LOST = "worker_lost"
-FINAL = ("completed", "failed", "cancelled")
+from service.core.db.models import Job, Transcript
+from service.core.errors import JobAlreadyFinished, JobNotFound
+from service.core.redrive import Stranded
+from service.core.states import ACTIVE, WORKER_LOST, JobStatus
+from service.core.transcript import Transcript as TranscriptData
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +59,7 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
     """Insert a queued job in the caller's transaction."""
     job = Job(
         id=new.id,
-        status="queued",
+        status=JobStatus.queued,
         source=new.source,
         model=new.model,
         language=new.language,
@@ -83,7 +74,6 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
         progress_stage="queued",
         progress_percent=0.0,
         attempts=0,
-        cancel_requested=False,
     )
     session.add(job)
     await session.flush()
@@ -91,87 +81,29 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
     return job
 
 
-async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
-    """The job, or ``JobNotFound``."""
-    job = await session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
-    return job
+async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, bool]:
+    """Cancel a queued or running job; returns the job and whether this call cancelled it.
 
-
-def encode_cursor(job: Job) -> str:
-    """An opaque position after ``job`` in newest-first order."""
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, job_id = raw.split("|", 1)
-        moment = datetime.fromisoformat(created)
-        if moment.tzinfo is None or not 1970 <= moment.astimezone(UTC).year <= 9000:
-            raise ValueError("timestamp out of range")
-        return moment, uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
-        raise BadRequest(f"cursor {cursor!r} is not one this API returned") from exc
-
-
-async def list_jobs(
-    session: AsyncSession, *, status: str | None, limit: int, cursor: str | None
-) -> tuple[list[Job], str | None]:
-    """A page of jobs newest first, and the cursor of the next page (None at the end)."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if cursor:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
-        )
-    jobs = list((await session.scalars(query)).all())
-    next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    return jobs[:limit], next_cursor
-
-
-async def get_transcript(session: AsyncSession, job_id: uuid.UUID) -> TranscriptData:
-    """The transcript of a completed job; ``JobNotCompleted`` before that."""
-    job = await get_job(session, job_id)
-    row = await session.get(Transcript, job_id)
-    if job.status != "completed" or row is None:
-        raise JobNotCompleted(f"job {job_id} is {job.status}; the transcript exists once completed")
-    return msgspec.convert(
-        {
-            "text": row.text,
-            "language": row.language,
-            "duration": row.duration,
-            "segments": row.segments,
-        },
-        TranscriptData,
-    )
-
-
-async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
-    """Cancel a queued or running job; cancelling a cancelled job is a no-op.
-
-    A running worker finds out when its fenced final write matches no row.
+    Cancelling a cancelled job changes nothing (False); a completed or failed one raises
+    ``JobAlreadyFinished``. A running worker finds out when its fenced write matches no row.
     """
     result = await session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(ACTIVE))
         .values(
-            status="cancelled",
-            cancel_requested=True,
+            status=JobStatus.cancelled,
             finished_at=func.now(),
             updated_at=func.now(),
             progress_stage="cancelled",
             lease_expires_at=None,
         )
     )
-    job = await get_job(session, job_id)
-    if result.rowcount == 0 and job.status in ("completed", "failed"):  # type: ignore[attr-defined]
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    if result.rowcount == 0 and job.status in (JobStatus.completed, JobStatus.failed):  # type: ignore[attr-defined]
         raise JobAlreadyFinished(f"job {job_id} already {job.status}")
-    return job
+    return job, bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def delete_job(session: AsyncSession, job_id: uuid.UUID) -> str | None:
@@ -201,15 +133,15 @@ async def claim_job(
     apart). A job whose attempts reached ``max_attempts`` is failed instead of claimed.
     """
     claimable = or_(
-        Job.status == "queued",
-        and_(Job.status == "running", Job.lease_expires_at < func.now()),
+        Job.status == JobStatus.queued,
+        and_(Job.status == JobStatus.running, Job.lease_expires_at < func.now()),
     )
     row = (
         await session.execute(
             update(Job)
             .where(Job.id == job_id, claimable, Job.attempts < max_attempts)
             .values(
-                status="running",
+                status=JobStatus.running,
                 attempts=Job.attempts + 1,
                 worker=worker,
                 lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
@@ -219,10 +151,10 @@ async def claim_job(
                 # Taking over an expired lease says why; a requeued job keeps the reaper's
                 # reason. Either stays visible until the job completes.
                 error_code=case(
-                    (Job.status == "running", literal(WORKER_LOST)), else_=Job.error_code
+                    (Job.status == JobStatus.running, literal(WORKER_LOST)), else_=Job.error_code
                 ),
                 error_detail=case(
-                    (Job.status == "running", _lease_lapsed("claimed again")),
+                    (Job.status == JobStatus.running, _lease_lapsed("claimed again")),
                     else_=Job.error_detail,
                 ),
             )
@@ -243,7 +175,7 @@ async def claim_job(
             update(Job)
             .where(Job.id == job_id, claimable, Job.attempts >= max_attempts)
             .values(
-                status="failed",
+                status=JobStatus.failed,
                 error_code="too_many_attempts",
                 error_detail=f"gave up after {max_attempts} attempts (the worker kept dying)",
                 finished_at=func.now(),
@@ -287,7 +219,7 @@ async def reap_expired_leases(
     conditional UPDATEs, so a worker that renews at the last moment keeps its job, and the
     old holder's later writes are fenced out.
     """
-    expired = and_(Job.status == "running", Job.lease_expires_at < func.now())
+    expired = and_(Job.status == JobStatus.running, Job.lease_expires_at < func.now())
     picked = (
         select(Job.id)
         .where(expired)
@@ -309,7 +241,7 @@ async def reap_expired_leases(
             update(Job)
             .where(Job.id.in_(picked), Job.attempts < max_attempts)
             .values(
-                status="queued",
+                status=JobStatus.queued,
                 progress_stage="queued",
                 error_code=WORKER_LOST,
                 error_detail=_lease_lapsed("requeued"),
@@ -337,14 +269,14 @@ async def lease_remaining(session: AsyncSession, job_id: uuid.UUID) -> float | N
     """Seconds until a running job's lease runs out (None when the job is not running)."""
     remaining = await session.scalar(
         select(func.extract("epoch", Job.lease_expires_at - func.now())).where(
-            Job.id == job_id, Job.status == "running"
+            Job.id == job_id, Job.status == JobStatus.running
         )
     )
     return None if remaining is None else max(0.0, float(remaining))
 
 
 def _held(job_id: uuid.UUID, token: int) -> Any:
-    return and_(Job.id == job_id, Job.status == "running", Job.attempts == token)
+    return and_(Job.id == job_id, Job.status == JobStatus.running, Job.attempts == token)
 
 
 async def report_progress(
@@ -368,7 +300,7 @@ async def complete_job(session: AsyncSession, claim: Claim, transcript: Transcri
         update(Job)
         .where(_held(claim.job_id, claim.token))
         .values(
-            status="completed",
+            status=JobStatus.completed,
             progress_stage="completed",
             progress_percent=100.0,
             language=transcript.language,
@@ -409,7 +341,7 @@ async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, det
     A fetcher's failure must not touch a job another fetcher already completed the fetch of
     (a duplicate message), let alone one that is being transcribed.
     """
-    unfetched = and_(Job.id == job_id, Job.status == "queued", Job.audio_path.is_(None))
+    unfetched = and_(Job.id == job_id, Job.status == JobStatus.queued, Job.audio_path.is_(None))
     return bool(await _mark_failed(session, unfetched, code=code, detail=detail))
 
 
@@ -421,7 +353,7 @@ async def _mark_failed(
         update(Job)
         .where(condition)
         .values(
-            status="failed",
+            status=JobStatus.failed,
             progress_stage="failed",
             error_code=code,
             error_detail=detail,
@@ -434,75 +366,13 @@ async def _mark_failed(
     return list(result.scalars())
 
 
-@dataclass(frozen=True, slots=True)
-class Stranded:
-    """An active job that may have no task message left anywhere."""
-
-    job_id: uuid.UUID
-    has_audio: bool
-    audio_seconds: float | None
-
-
-async def stranded_jobs(
-    session: AsyncSession,
-    *,
-    everything: bool,
-    queued_for: float,
-    lease_seconds: float,
-    after: uuid.UUID | None = None,
-    limit: int = 1000,
-) -> list[Stranded]:
-    """Active jobs whose message may be lost, marked as looked at (so each comes back rarely).
-
-    With ``everything`` (the broker lost its queues) that is every queued or running job,
-    in pages by id after ``after``. Otherwise it is running jobs whose lease ran out and
-    that were not touched for a lease (so a job is re-sent at most once per lease), and
-    queued jobs untouched for ``queued_for`` seconds.
-    """
-    condition: Any = Job.status.in_(ACTIVE)
-    if everything:
-        if after is not None:
-            condition = and_(condition, Job.id > after)
-    else:
-        condition = or_(
-            and_(
-                Job.status == "running",
-                Job.lease_expires_at < func.now(),
-                Job.updated_at < func.now() - timedelta(seconds=lease_seconds),
-            ),
-            and_(
-                Job.status == "queued",
-                Job.updated_at < func.now() - timedelta(seconds=queued_for),
-            ),
-        )
-    rows = (
-        await session.execute(
-            update(Job)
-            .where(
-                Job.id.in_(
-                    select(Job.id)
-                    .where(condition)
-                    .order_by(Job.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                    .scalar_subquery()
-                )
-            )
-            .values(updated_at=func.now())
-            .returning(Job.id, Job.audio_path, Job.audio_seconds)
-        )
-    ).all()
-    found = [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
-    return sorted(found, key=lambda job: job.job_id)
-
-
 async def release_claim(session: AsyncSession, claim: Claim) -> bool:
     """Put a held job back to queued (the worker, not the job, is at fault); keeps attempts."""
     result = await session.execute(
         update(Job)
         .where(_held(claim.job_id, claim.token))
         .values(
-            status="queued",
+            status=JobStatus.queued,
             progress_stage="queued",
             lease_expires_at=None,
             worker=None,
@@ -524,7 +394,7 @@ async def attach_audio(
     """Record fetched audio on a queued job that has none yet; False when that no longer fits."""
     result = await session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued", Job.audio_path.is_(None))
+        .where(Job.id == job_id, Job.status == JobStatus.queued, Job.audio_path.is_(None))
         .values(
             audio_path=audio_path,
             audio_bytes=audio_bytes,
@@ -537,11 +407,21 @@ async def attach_audio(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def set_stage(session: AsyncSession, job_id: uuid.UUID, stage: str) -> bool:
-    """Set the progress stage of a queued job (e.g. ``fetching``); False when not queued."""
-    result = await session.execute(
+async def start_fetch(session: AsyncSession, job_id: uuid.UUID) -> str | None:
+    """Mark a queued URL job without audio as ``fetching``; its ``audio_url``, else None.
+
+    None means there is nothing to fetch: the job is gone, no longer queued, or already has
+    its audio (a duplicate message).
+    """
+    url: str | None = await session.scalar(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(progress_stage=stage, updated_at=func.now())
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.queued,
+            Job.audio_path.is_(None),
+            Job.audio_url.is_not(None),
+        )
+        .values(progress_stage="fetching", updated_at=func.now())
+        .returning(Job.audio_url)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return url

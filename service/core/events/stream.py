@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.events.schemas import TERMINAL, Event, encode_event, event_kind
+from service.core.events.schemas import TERMINAL, Event, encode_event, event_kind
 
 KEY_PREFIX = "steno:events:"
 

@@ -18,10 +18,10 @@ from sqlalchemy import Select, literal, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.models import Job, JobEvent
-from service.events.schemas import MILESTONES, Event, encode_event, event_kind
-from service.events.stream import Frame, Position, append
-from service.settings import Settings
+from service.core.db.models import Job, JobEvent
+from service.core.events.schemas import MILESTONES, Event, encode_event, event_kind
+from service.core.events.stream import Frame, Position, append
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

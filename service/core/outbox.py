@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.broker import Publisher
-from service.db.models import OutboxMessage
-from service.jobs.dispatch import TaskRef
+from service.core.broker import Publisher
+from service.core.db.models import OutboxMessage
+from service.core.routing import TaskRef
 
 log = logging.getLogger(__name__)
 

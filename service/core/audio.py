@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import AudioTooLong, EmptyFile, InvalidAudio
+from service.core.errors import AudioTooLong, EmptyFile, InvalidAudio
 
 # Container types that may carry audio; anything else is refused before probing.
 ACCEPTED_TYPES = ("audio/", "video/")

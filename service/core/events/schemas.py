@@ -79,18 +79,11 @@ class Cancelled(_Event, tag="cancelled"):
 Event = Queued | Started | Progress | Segment | Completed | Failed | Cancelled
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Event)
 
 
 def encode_event(event: Event) -> bytes:
     """The event's JSON."""
     return _encoder.encode(event)
-
-
-def decode_event(data: bytes | str) -> Event:
-    """An event from its JSON (raises ``msgspec.DecodeError`` / ``ValidationError``)."""
-    event: Event = _decoder.decode(data)
-    return event
 
 
 def event_kind(event: Event) -> str:

@@ -6,10 +6,9 @@ import time
 from typing import Any, Protocol, runtime_checkable
 
 from celery import Celery
-from kombu.entity import Exchange, Queue
 
-from service.jobs.dispatch import EXCHANGE
-from service.settings import Settings
+from service.core.delivery import EXCHANGE, bind_queue, celery_app
+from service.core.settings import Settings
 
 
 @runtime_checkable
@@ -28,32 +27,24 @@ class Publisher(Protocol):
 
 def make_producer_app(settings: Settings) -> Celery:
     """A send-only Celery app for the API: JSON, short broker timeouts, no result backend."""
-    app = Celery("steno-api", broker=settings.broker, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        broker_connection_retry_on_startup=False,
-        broker_connection_timeout=settings.publish_timeout_seconds,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
-            "socket_connect_timeout": settings.publish_timeout_seconds,
-            "socket_timeout": settings.publish_timeout_seconds,
-        },
+    return celery_app(
+        "steno-api",
+        settings.broker,
+        visibility_timeout=settings.visibility_timeout,
+        connect_timeout=settings.publish_timeout_seconds,
+        socket_timeout=settings.publish_timeout_seconds,
     )
-    return app
 
 
 class CeleryPublisher:
-    """Publishes through a Celery app to the ``steno`` exchange, declaring the target queue.
+    """Publishes through a Celery app to the ``steno`` exchange, binding the target queue.
 
-    Declaring the queue on publish makes the message land even when no worker has declared
-    the queue yet (with Redis an unbound routing key would drop it).
+    Binding the queue on every publish (``bind_queue``) makes the message land even when no
+    worker has declared the queue yet, or Redis restarted empty and lost the binding.
     """
 
     def __init__(self, app: Celery, *, retries: int = 1) -> None:
         self._app = app
-        self._exchange = Exchange(EXCHANGE, type="direct", durable=True)
         self._retry_policy = {
             "max_retries": retries,
             "interval_start": 0.2,
@@ -81,16 +72,18 @@ class CeleryPublisher:
             options["time_limit"] = time_limit
             # The soft limit leaves a moment to record the failure before the hard kill.
             options["soft_time_limit"] = max(time_limit - 10.0, time_limit * 0.95)
-        self._app.send_task(
-            task_name,
-            args=args,
-            queue=Queue(queue, self._exchange, routing_key=queue),
-            exchange=self._exchange,
-            routing_key=queue,
-            retry=True,
-            retry_policy=self._retry_policy,
-            **options,
-        )
+        with self._app.producer_or_acquire() as producer:
+            self._app.send_task(
+                task_name,
+                args=args,
+                queue=bind_queue(producer.channel, queue),
+                exchange=EXCHANGE,
+                routing_key=queue,
+                retry=True,
+                retry_policy=self._retry_policy,
+                producer=producer,
+                **options,
+            )
 
 
 class BrokerUnavailable(ConnectionError):

@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 
 def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:

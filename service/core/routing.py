@@ -1,0 +1,80 @@
+"""Where every task goes: one kombu Exchange, the queues, stable task names and their routes.
+
+Declared once: the API and the outbox address tasks through ``TaskRef`` values built from
+these names, the workers register and consume the same names, and nobody imports ``workers/``
+to send a task.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from service.core.delivery import EXCHANGE, kombu_queue
+
+if TYPE_CHECKING:
+    from service.core.settings import Settings
+
+
+class QueueName(enum.StrEnum):
+    """The queues, one per worker pool; room for more (e.g. a priority lane)."""
+
+    IO = "io"
+    GPU = "gpu"
+
+
+class TaskName(enum.StrEnum):
+    """Every task's stable name: ``<queue>.<action>``."""
+
+    FETCH_AUDIO = "io.fetch_audio"
+    RELAY_OUTBOX = "io.relay_outbox"
+    TRANSCRIBE = "gpu.transcribe"
+
+
+ROUTES: dict[TaskName, QueueName] = {
+    TaskName.FETCH_AUDIO: QueueName.IO,
+    TaskName.RELAY_OUTBOX: QueueName.IO,
+    TaskName.TRANSCRIBE: QueueName.GPU,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """A Celery task addressed by name, routed to one queue."""
+
+    name: str
+    queue: str
+
+
+def task_ref(name: TaskName) -> TaskRef:
+    """The task ``name`` with the queue its route names."""
+    return TaskRef(name.value, ROUTES[name].value)
+
+
+TRANSCRIBE = task_ref(TaskName.TRANSCRIBE)
+FETCH_AUDIO = task_ref(TaskName.FETCH_AUDIO)
+
+
+QUEUES = tuple(kombu_queue(q.value) for q in QueueName)
+
+
+def task_routes() -> dict[str, dict[str, Any]]:
+    """Celery's ``task_routes``: each task to its queue through the one exchange."""
+    return {
+        name.value: {"queue": queue.value, "exchange": EXCHANGE.name, "routing_key": queue.value}
+        for name, queue in ROUTES.items()
+    }
+
+
+def next_task(
+    settings: Settings, *, has_audio: bool, audio_seconds: float | None
+) -> tuple[TaskRef, float]:
+    """The task that moves an active job on, and its hard time limit.
+
+    A job with stored audio is transcribed (the limit scales with its duration); one
+    without is fetched first.
+    """
+    if has_audio:
+        return TRANSCRIBE, settings.transcribe_time_limit(audio_seconds)
+    return FETCH_AUDIO, settings.fetch_time_limit
