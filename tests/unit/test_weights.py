@@ -389,3 +389,76 @@ def test_known_models_pin_full_digests() -> None:
         assert len(source.sha256) == 64 and int(source.sha256, 16) >= 0
         assert all("==" in req for req in source.requirements)
         assert len(source.requirements) == len(source.modules)
+
+
+# --- python -m workers.gpu.weights ------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def test_module_runs_with_help() -> None:
+    proc = _python("-m", "workers.gpu.weights", "install", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--model-dir" in proc.stdout and "base, tiny.en" in proc.stdout
+
+
+def test_importing_the_package_imports_neither_torch_nor_whisper() -> None:
+    code = "import sys, workers.gpu.weights; print(sorted({'torch', 'whisper'} & set(sys.modules)))"
+    proc = _python("-c", code)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "[]"), proc.stderr
+
+
+@pytest.fixture
+def installs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Path]]:
+    """Replace install_model in the command with a recorder: no pip, no network, no files."""
+    from workers.gpu.weights import __main__ as command
+
+    calls: list[tuple[str, Path]] = []
+    monkeypatch.setattr(command, "install_model", lambda n, d: calls.append((n, d)))
+    return calls
+
+
+def test_command_installs_into_the_settings_model_dir_unless_told(
+    installs: list[tuple[str, Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.gpu.weights.__main__ import main
+
+    monkeypatch.setenv("STENO_MODEL_DIR", str(tmp_path / "env"))
+    assert main(["install", "tiny.en", "base"]) == 0
+    assert main(["install", "base", "--model-dir", str(tmp_path / "flag")]) == 0
+    assert installs == [
+        ("tiny.en", tmp_path / "env"),
+        ("base", tmp_path / "env"),
+        ("base", tmp_path / "flag"),
+    ]
+
+
+def test_command_refuses_unknown_name_before_installing_anything(
+    installs: list[tuple[str, Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workers.gpu.weights.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["install", "tiny.en", "huge"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+    assert installs == []
+
+
+def test_command_reports_weights_error_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workers.gpu.weights import __main__ as command
+
+    def fail(name: str, model_dir: Path) -> Path:
+        raise WeightsError(f"{name}: sha256 mismatch")
+
+    monkeypatch.setattr(command, "install_model", fail)
+    assert command.main(["install", "tiny.en", "--model-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "python -m workers.gpu.weights: tiny.en: sha256 mismatch\n"
