@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.settings import SettingsError, load_settings
+from service.core.settings import SettingsError, load_settings
 from workers.gpu.weights.errors import WeightsError
 from workers.gpu.weights.install import KNOWN_MODELS, install_model
 
