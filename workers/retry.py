@@ -6,7 +6,8 @@ import random
 
 from celery import Task
 
-# Retries for a task whose database was unreachable before it gives up (about 4 minutes).
+# Retries for a task whose database was unreachable before it gives up: the backoffs add up
+# to 1.5-3 minutes (1, 2, 4 ... 32, 60, 60 s, each jittered to 50-100 %).
 TRANSIENT_RETRIES = 8
 
 

@@ -19,9 +19,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.db.models import Job
-from service.core.events.schemas import TERMINAL, Cancelled, encode_event
+from service.core.events.schemas import Cancelled, encode_event
 from service.core.events.stream import Frame, Position
 from service.core.settings import Settings
+from service.core.states import FINAL
 from service.events.history import history, terminal_seen
 from service.events.hub import EventHub
 
@@ -53,7 +54,7 @@ async def job_events(
                 frames, done = [_deleted(job_id, after)], True
             else:
                 frames = await history(session, redis, job, after)
-                done = job.status in TERMINAL or await terminal_seen(session, job_id, after)
+                done = job.status in FINAL or await terminal_seen(session, job_id, after)
         for frame in frames:
             yield frame.sse
             last = frame.position
@@ -114,7 +115,7 @@ async def _ended(
         job = await session.get(Job, job_id)
         if job is None:
             return [_deleted(job_id, last)]
-        if job.status not in TERMINAL:
+        if job.status not in FINAL:
             return []
         return await history(session, redis, job, last)
 

@@ -30,6 +30,7 @@ from service.core.events.schemas import (
     event_kind,
 )
 from service.core.events.stream import ORIGIN, Frame, Position, read_after
+from service.core.states import FINAL, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,13 @@ def row_terminal(job: Job, *, after: Position) -> Frame | None:
     """The terminal event the job row implies (None while it runs), placed after ``after``."""
     event: Event
     job_id = str(job.id)
-    if job.status == "completed":
+    if job.status == JobStatus.completed:
         event = Completed(job_id=job_id, duration=job.audio_seconds, language=job.language)
-    elif job.status == "failed":
+    elif job.status == JobStatus.failed:
         event = Failed(
             job_id=job_id, code=job.error_code or "failed", detail=job.error_detail or ""
         )
-    elif job.status == "cancelled":
+    elif job.status == JobStatus.cancelled:
         event = Cancelled(job_id=job_id)
     else:
         return None
@@ -103,7 +104,7 @@ async def history(
     for index, frame in enumerate(frames):
         if frame.terminal:
             return frames[: index + 1]
-    if job.status in TERMINAL and not await terminal_seen(session, job.id, after):
+    if job.status in FINAL and not await terminal_seen(session, job.id, after):
         last = frames[-1].position if frames else after
         terminal = row_terminal(job, after=max(last, after))
         if terminal is not None:

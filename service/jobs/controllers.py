@@ -120,7 +120,7 @@ class JobController(Controller):
         """One page of jobs, optionally of one status; follow ``next_cursor`` for more."""
         async with sessions() as session:
             jobs, next_cursor = await queries.list_jobs(
-                session, status=status.value if status else None, limit=limit, cursor=cursor
+                session, status=status, limit=limit, cursor=cursor
             )
         return JobPage(items=[JobView.from_row(j) for j in jobs], next_cursor=next_cursor)
 

@@ -43,7 +43,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_jobs(
-    session: AsyncSession, *, status: str | None, limit: int, cursor: str | None
+    session: AsyncSession, *, status: JobStatus | None, limit: int, cursor: str | None
 ) -> tuple[list[Job], str | None]:
     """A page of jobs newest first, and the cursor of the next page (None at the end)."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)

@@ -40,7 +40,7 @@ class Progress(msgspec.Struct):
         percent = job.progress_percent or 0.0
         done = job.audio_seconds * percent / 100 if job.audio_seconds is not None else None
         eta = None
-        if job.status == "running" and job.started_at is not None and 0 < percent < 100:
+        if job.status == JobStatus.running and job.started_at is not None and 0 < percent < 100:
             elapsed = (datetime.now(UTC) - job.started_at).total_seconds()
             eta = round(max(0.0, elapsed * (100 - percent) / percent), 1)
         return cls(

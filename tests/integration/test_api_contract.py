@@ -849,3 +849,19 @@ async def test_many_form_fields_beside_the_file_are_payload_too_large(
 
     # then it is refused before the fields fill memory
     assert_error(response, 413, "payload_too_large")
+
+
+# --- the web page ------------------------------------------------------------------------
+
+
+async def test_the_page_and_its_assets_are_served_but_not_the_package(client: Client) -> None:
+    # given the API with its web page
+    # when the page, its assets and the package's Python source are asked for
+    page = await client.get("/")
+    script = await client.get("/static/app.js")
+    source = await client.get("/static/__init__.py")
+
+    # then the page and its assets come back, the source does not
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert script.status_code == 200 and b"/v1/jobs" in script.content
+    assert source.status_code == 404
