@@ -20,15 +20,10 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
+from service.core.transcript import TranscriptSegment
 from tests.audio import speak, word_error_rate
 from workers.gpu.weights import KNOWN_MODELS, install_model
-from workers.gpu.whisper import (
-    ModelNotInstalled,
-    Segment,
-    choose_device,
-    load_model,
-    transcribe,
-)
+from workers.gpu.whisper import ModelNotInstalled, choose_device, load_model, transcribe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = [
@@ -131,7 +126,7 @@ def test_on_segment_sees_every_segment_in_order(tiny: Any, tmp_path: Path) -> No
     # resample at high temperature, which is random.
     text = " ".join(SENTENCES + MORE_SENTENCES)
     audio = speak(text, tmp_path / "long.ogg")
-    seen: list[Segment] = []
+    seen: list[TranscriptSegment] = []
 
     result = transcribe(
         tiny,
@@ -144,6 +139,7 @@ def test_on_segment_sees_every_segment_in_order(tiny: Any, tmp_path: Path) -> No
     )
 
     assert result.duration > 30.0
+    assert all(isinstance(s, TranscriptSegment) for s in seen)
     assert seen == result.segments
     assert [s.id for s in seen] == list(range(len(seen)))
     assert all(s.words is None for s in seen)

@@ -1,8 +1,9 @@
 """Celery tasks of the GPU queue: thin; the work is in ``workers.gpu.transcription``.
 
-The model is loaded in each prefork child after fork (``worker_process_init``), never in the
-parent, so CUDA is initialised only in the children. torch is imported only there, so the
-IO worker (which registers these tasks too) never loads it.
+The model is loaded in each prefork child after fork (``worker_process_init``), into that
+child's ``workers.gpu.runtime.GpuRuntime``, never in the parent, so CUDA is initialised only
+in the children. torch is imported only there, so the IO worker (which registers these tasks
+too) never loads it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from workers.app import app, settings, worker_queues
 from workers.retry import retry_later
 
 if TYPE_CHECKING:
-    from workers.gpu.transcription import GpuRuntime
+    from workers.gpu.runtime import GpuRuntime
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def runtime() -> GpuRuntime:
     """This child's runtime (models and database), made on first use."""
     global _runtime
     if _runtime is None:
-        from workers.gpu.transcription import GpuRuntime
+        from workers.gpu.runtime import GpuRuntime
 
         # billiard numbers prefork children 0..c-1; each pins its own GPU.
         slot = int(getattr(billiard.process.current_process(), "index", 0) or 0)

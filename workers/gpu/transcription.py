@@ -1,48 +1,39 @@
-"""A transcription job on a GPU child: claim, transcribe, store; no Celery import.
+"""A transcription job on a GPU child: claim, load the model, transcribe, store; no Celery import.
 
-Each prefork child owns one ``GpuRuntime``: its Whisper model(s), loaded once after fork, and
-a private asyncio loop (in a thread of the child) with its own database engine; the async
-service functions are shared with the API. Every write after the claim presents the claim's
-fencing token. While Whisper runs, the loop renews the claim's lease, so a child that dies
-is noticed within ``STENO_LEASE_SECONDS`` and its redelivered message claims the job again.
+The flow runs on the child's main thread and reaches the database, the event stream and the
+lease through its ``GpuRuntime``. Every write after the claim presents the claim's fencing
+token, and the transcript with the final status is committed only if that claim still holds.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-import signal
-import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
-
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
 from service.core import transitions
-from service.core.db.engine import database_unreachable, make_engine, make_sessionmaker
+from service.core.db.engine import database_unreachable
 from service.core.events import schemas as events
-from service.core.events.publish import emit
-from service.core.settings import Settings
-from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
+from service.core.transcript import Transcript, TranscriptSegment
+from workers.gpu import faults
+from workers.gpu.runtime import GpuRuntime
 
-if TYPE_CHECKING:
-    from workers.gpu.whisper import Segment, Transcription
+__all__ = [
+    "AudioUnreadable",
+    "ClaimLost",
+    "JobHeld",
+    "ModelUnavailable",
+    "WorkerUnfit",
+    "run_transcription",
+]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
 # Progress writes are throttled: a row update per segment would be noise on long audio.
 PROGRESS_INTERVAL_SECONDS = 1.0
-MODELS_PER_CHILD = 2
 
 
 class JobHeld(Exception):
@@ -67,105 +58,6 @@ class ClaimLost(Exception):
 
 class AudioUnreadable(Exception):
     """ffmpeg could not decode the stored audio: retrying would not help."""
-
-
-class GpuRuntime:
-    """One GPU child's model cache and database access."""
-
-    def __init__(self, settings: Settings, *, slot: int = 0) -> None:
-        from workers.gpu.whisper import choose_device
-
-        self.settings = settings
-        self.device = choose_device(settings.whisper_device, slot=slot)
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.set_device(self.device)
-        # Whisper holds the child's main thread for seconds at a time; the loop runs beside
-        # it so lease renewals go on meanwhile.
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="steno-gpu-db", daemon=True
-        )
-        self._thread.start()
-        self._engine = make_engine(settings, pool_size=2)
-        self.sessions = make_sessionmaker(self._engine)
-        self._redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self._models: OrderedDict[str, Any] = OrderedDict()
-
-    def emit(self, event: events.Event) -> None:
-        """Publish a progress event from the child's main thread (in order; never raises)."""
-        coro = emit(self._redis, self.sessions, self.settings, event)
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    async def transact(
-        self,
-        operation: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """``operation(session, *args, **kwargs)`` in one transaction, on this child's loop."""
-        async with self.sessions() as session, session.begin():
-            return await operation(session, *args, **kwargs)
-
-    def write(
-        self,
-        operation: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """``transact`` from the child's main thread, waiting for its result."""
-        coro = self.transact(operation, *args, **kwargs)
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    @contextlib.contextmanager
-    def lease_kept(self, claim: transitions.Claim) -> Iterator[None]:
-        """Renew ``claim``'s lease every quarter lease while the block runs."""
-        beat = asyncio.run_coroutine_threadsafe(self._renew(claim), self._loop)
-        try:
-            yield
-        finally:
-            beat.cancel()
-
-    async def _renew(self, claim: transitions.Claim) -> None:
-        lease = self.settings.lease_seconds
-        while True:
-            await asyncio.sleep(lease / 4)
-            try:
-                held = await self.transact(transitions.renew_lease, claim, lease_seconds=lease)
-            except Exception:  # a database blip: the next beat tries again
-                log.warning("job %s: lease renewal failed", claim.job_id, exc_info=True)
-                continue
-            if not held:
-                log.info("job %s: claim lost (cancelled or fenced out)", claim.job_id)
-                return
-
-    def model(self, name: str) -> Any:
-        """The named Whisper model, loaded on first use and kept (a couple per child)."""
-        from workers.gpu.whisper import load_model
-
-        if name not in self._models:
-            started = time.perf_counter()
-            self._models[name] = load_model(name, self.settings.models_dir, self.device)
-            log.info(
-                "loaded Whisper %r on %s in %.1f s",
-                name,
-                self.device,
-                time.perf_counter() - started,
-            )
-            while len(self._models) > MODELS_PER_CHILD:
-                self._models.popitem(last=False)
-        self._models.move_to_end(name)
-        return self._models[name]
-
-    def close(self) -> None:
-        """Dispose of the engine and stop the loop thread."""
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._engine.dispose(), self._loop).result(10.0)
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._redis.aclose(), self._loop).result(5.0)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5.0)
 
 
 def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
@@ -199,10 +91,9 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
         if not claim.audio_path or not Path(claim.audio_path).is_file():
             raise AudioUnreadable("the job's audio file is missing")
         with runtime.lease_kept(claim):
-            _crash_if_poisoned(runtime.settings, claim)
+            faults.checkpoint(runtime.settings, "claimed", claim)
             model = _load_or_release(runtime, claim)
-            result = _transcribe(runtime, claim, model)
-        transcript = to_transcript(result)
+            transcript = _transcribe(runtime, claim, model)
         completed = runtime.write(transitions.complete_job, claim, transcript)
     except ClaimLost:
         log.info("job %s: stopped early: cancelled, deleted or claimed elsewhere", job_id)
@@ -254,7 +145,7 @@ def _load_or_release(runtime: GpuRuntime, claim: transitions.Claim) -> Any:
         raise WorkerUnfit(f"model {claim.model!r} would not load: {exc}") from exc
 
 
-def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Transcription:
+def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Transcript:
     from workers.gpu.whisper import transcribe
 
     duration = claim.audio_seconds or 0.0
@@ -262,7 +153,7 @@ def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Tr
     began = time.monotonic()
     job_id = str(claim.job_id)
 
-    def on_segment(segment: Segment) -> None:
+    def on_segment(segment: TranscriptSegment) -> None:
         # As each segment is decoded: publish it and the share of audio done (the events);
         # report progress to the row now and then, and stop if the claim is gone.
         nonlocal last
@@ -318,7 +209,7 @@ def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Tr
             audio_seconds=duration or None,
         )
     )
-    _slow_down(runtime.settings.transcribe_delay_seconds, report)
+    faults.checkpoint(runtime.settings, "before_whisper", claim, check_claim=lambda: report(0.0))
     try:
         return transcribe(
             model,
@@ -336,30 +227,6 @@ def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Tr
         raise
 
 
-def _crash_if_poisoned(settings: Settings, claim: transitions.Claim) -> None:
-    """Fault injection (``STENO_FAULT_CRASH_MARKER``, off by default): a poison job.
-
-    The child SIGKILLs itself like an out-of-memory kill would, after the claim, so the
-    redelivery cap is exercised exactly as in production.
-    """
-    marker = settings.fault_crash_marker
-    if marker and marker in (claim.filename or ""):
-        log.error("job %s: fault injection: poison job, killing this child", claim.job_id)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _slow_down(seconds: float, report: Callable[[float], None]) -> None:
-    """Fault injection (``STENO_TRANSCRIBE_DELAY_SECONDS``, 0 by default): wait before Whisper.
-
-    Makes jobs last long enough for the chaos suite to kill workers mid-job. The wait checks
-    the claim every second like Whisper's windows do, so cancellation behaves the same.
-    """
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(1.0, left))
-        report(0.0)
-
-
 def _fail(runtime: GpuRuntime, claim: transitions.Claim, code: str, detail: str) -> str:
     if runtime.write(
         transitions.fail_job, claim.job_id, code=code, detail=detail, token=claim.token
@@ -371,32 +238,3 @@ def _fail(runtime: GpuRuntime, claim: transitions.Claim, code: str, detail: str)
 
 def _is_time_limit(exc: BaseException) -> bool:
     return type(exc).__name__ in {"SoftTimeLimitExceeded", "TimeLimitExceeded"}
-
-
-def to_transcript(result: Transcription) -> Transcript:
-    """The storable transcript of a Whisper result."""
-    return Transcript(
-        text=result.text,
-        language=result.language,
-        duration=result.duration,
-        segments=[
-            TranscriptSegment(
-                id=s.id,
-                start=s.start,
-                end=s.end,
-                text=s.text,
-                words=[
-                    TranscriptWord(word=w.word, start=w.start, end=w.end, probability=w.probability)
-                    for w in s.words
-                ]
-                if s.words is not None
-                else None,
-                avg_logprob=s.avg_logprob,
-                no_speech_prob=s.no_speech_prob,
-                temperature=s.temperature,
-                compression_ratio=s.compression_ratio,
-                tokens=s.tokens,
-            )
-            for s in result.segments
-        ],
-    )

@@ -1,6 +1,7 @@
 """Load openai-whisper models and run transcriptions; the GPU worker's only contact with whisper.
 
-Kept free of Celery so that it can be used (and tested) from plain Python.
+Kept free of Celery so that it can be used (and tested) from plain Python. Results are the
+shared transcript types of ``service.core.transcript``, ready to store as they are.
 """
 
 from __future__ import annotations
@@ -9,21 +10,19 @@ import contextvars
 import types
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
+
 if TYPE_CHECKING:
     import whisper.model
 
 __all__ = [
     "ModelNotInstalled",
-    "Segment",
-    "Transcription",
-    "Word",
     "choose_device",
     "load_model",
     "transcribe",
@@ -34,48 +33,6 @@ SAMPLE_RATE = 16_000
 
 class ModelNotInstalled(Exception):
     """The model is neither a checkpoint file, nor installed in the model dir, nor downloadable."""
-
-
-@dataclass(frozen=True)
-class Word:
-    """One word with its time span (seconds) and whisper's probability for it.
-
-    ``word`` is whisper's text for the word, with its leading space if any.
-    """
-
-    word: str
-    start: float
-    end: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One decoded segment; times in seconds from the start of the audio, text stripped.
-
-    ``words`` is None unless word timestamps were requested.
-    """
-
-    id: int
-    start: float
-    end: float
-    text: str
-    words: list[Word] | None
-    avg_logprob: float
-    no_speech_prob: float
-    temperature: float
-    compression_ratio: float
-    tokens: list[int]
-
-
-@dataclass(frozen=True)
-class Transcription:
-    """A whole transcription: stripped text, language code, audio duration (s), segments."""
-
-    text: str
-    language: str
-    duration: float
-    segments: list[Segment]
 
 
 def choose_device(preference: str = "auto", *, slot: int = 0) -> str:
@@ -234,14 +191,14 @@ def _install_segment_tap() -> None:
     _tap_installed = True
 
 
-def _to_segment(raw: dict[str, Any], *, with_words: bool) -> Segment:
+def _to_segment(raw: dict[str, Any], *, with_words: bool) -> TranscriptSegment:
     # whisper sets "words" to [] on blanked segments even without word timestamps; callers get
     # None whenever they did not ask for words.
     words = (
         None
         if not with_words
         else [
-            Word(
+            TranscriptWord(
                 word=str(w["word"]),
                 start=float(w["start"]),
                 end=float(w["end"]),
@@ -250,7 +207,7 @@ def _to_segment(raw: dict[str, Any], *, with_words: bool) -> Segment:
             for w in raw.get("words", [])
         ]
     )
-    return Segment(
+    return TranscriptSegment(
         id=int(raw["id"]),
         start=float(raw["start"]),
         end=float(raw["end"]),
@@ -272,14 +229,16 @@ def transcribe(
     word_timestamps: bool,
     initial_prompt: str | None,
     fp16: bool,
-    on_segment: Callable[[Segment], None] | None = None,
-) -> Transcription:
-    """Transcribe one audio file with ``whisper.transcribe`` and return plain frozen dataclasses.
+    on_segment: Callable[[TranscriptSegment], None] | None = None,
+) -> Transcript:
+    """Transcribe one audio file with ``whisper.transcribe`` into a frozen ``Transcript``.
 
     The file is decoded by ffmpeg to 16 kHz mono; ``duration`` is its length in seconds.
     ``language=None`` lets a multilingual model detect the language; an English-only (``.en``)
     model always reports and decodes ``"en"``. ``fp16`` is honoured only when the model is on a
     CUDA device (whisper would fall back with a warning on the CPU anyway). Nothing is printed.
+    Texts are stripped (a word keeps whisper's leading space); every statistic of a segment is
+    set, and its ``words`` is None unless ``word_timestamps`` was asked for.
     ``on_segment``, when given, is called exactly once per segment, in order, as soon as the
     30-second window containing it is decoded (at the latest before this function returns);
     an exception from it aborts the transcription.
@@ -322,7 +281,7 @@ def transcribe(
             _segment_tap.reset(token)
     raw_segments: list[dict[str, Any]] = result["segments"]
     deliver(raw_segments)
-    return Transcription(
+    return Transcript(
         text=str(result["text"]).strip(),
         language=str(result["language"]),
         duration=duration,
