@@ -14,6 +14,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
 
+from service.auth.guards import principal_of
+from service.auth.limits import StreamSlots
+from service.auth.middleware import bearer_auth
 from service.core.broker import CeleryPublisher, GuardedPublisher, make_producer_app
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.settings import Settings, load_settings
@@ -48,10 +51,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         hub_redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
         app.state.hub = EventHub(
             hub_redis,
-            max_streams_per_client=settings.sse_max_streams_per_client,
             send_timeout=settings.sse_send_timeout_seconds,
         )
         app.state.hub.start()
+        app.state.stream_slots = StreamSlots(
+            redis,
+            limit=settings.sse_max_streams_per_key,
+            # A stream renews its slot at every heartbeat; one whose process died frees it.
+            lease_seconds=3 * settings.sse_heartbeat_seconds + 10,
+        )
         try:
             yield
         finally:
@@ -80,7 +88,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "census": from_state("census"),
             "http": from_state("http"),
             "hub": from_state("hub"),
+            "stream_slots": from_state("stream_slots"),
+            "principal": Provide(principal_of, sync_to_thread=False),
         },
+        middleware=[bearer_auth()],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="Steno",

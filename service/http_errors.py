@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from litestar import Request, Response
@@ -14,14 +15,16 @@ from service.core.errors import (
     AudioTooLong,
     BadRequest,
     EmptyFile,
+    Forbidden,
     InvalidAudio,
     InvalidUrl,
     JobAlreadyFinished,
     JobNotCompleted,
     JobNotFound,
     PayloadTooLarge,
+    RateLimited,
     StenoError,
-    TooManyStreams,
+    Unauthorized,
     UnsupportedMediaType,
     UnsupportedModel,
     UrlUnreadable,
@@ -46,8 +49,12 @@ HTTP_STATUS: dict[type[StenoError], int] = {
     UnsupportedModel: 422,
     UrlUnreadable: 422,
     ValidationFailed: 422,
-    TooManyStreams: 429,
+    Unauthorized: 401,
+    Forbidden: 403,
+    RateLimited: 429,
 }
+# Sent with every 401: how to authenticate.
+WWW_AUTHENTICATE = 'Bearer realm="steno"'
 
 
 def status_of(exc: StenoError) -> int:
@@ -58,9 +65,13 @@ def status_of(exc: StenoError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, detail: str) -> Response[ErrorBody]:
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
     """The JSON error body every failure answers with."""
-    return Response(ErrorBody(code=code, detail=detail), status_code=status)
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": WWW_AUTHENTICATE}
+    return Response(ErrorBody(code=code, detail=detail), status_code=status, headers=headers)
 
 
 _HTTP_CODES = {
@@ -78,7 +89,10 @@ _HTTP_CODES = {
 
 
 def _steno_error(_: Request[Any, Any, Any], exc: StenoError) -> Response[ErrorBody]:
-    return error_response(status_of(exc), exc.code, exc.detail)
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return error_response(status_of(exc), exc.code, exc.detail, headers)
 
 
 def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:

@@ -27,6 +27,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.app import create_app
+from service.auth.keys import create_key
 from service.cli import migrate, process_argv
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.settings import Settings, load_settings
@@ -87,6 +88,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         outbox_grace_seconds=0.5,
         lease_seconds=8.0,
         log_level="INFO",
+        # The suites submit hundreds of jobs a minute; the limit has tests of its own.
+        submits_per_minute=0,
     )
     migrate(test_settings)
     yield test_settings
@@ -217,10 +220,39 @@ async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[Async
     await engine.dispose()
 
 
+def make_key(
+    settings: Settings, name: str, *, admin: bool = False, owner: str | None = None
+) -> str:
+    """A new API key in the settings' database (blocking; call it outside an event loop)."""
+
+    async def create() -> str:
+        engine = make_engine(settings, pool_size=1)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                key, _ = await create_key(session, name=name, admin=admin, owner=owner)
+        finally:
+            await engine.dispose()
+        return key
+
+    return asyncio.run(create())
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The request header that presents ``key``."""
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture(scope="session")
-async def api(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
-    """The real Litestar app, in process, on the test database and broker."""
+def api_key(settings: Settings) -> str:
+    """The plain API key (its own owner) the session's clients present."""
+    return make_key(settings, "tests")
+
+
+@pytest.fixture(scope="session")
+async def api(settings: Settings, api_key: str) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The real Litestar app, in process, on the test database and broker, with a key."""
     async with AsyncTestClient(create_app(settings), timeout=60) as client:
+        client.headers.update(bearer(api_key))
         yield client
 
 

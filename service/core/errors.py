@@ -95,7 +95,29 @@ class UnsupportedModel(StenoError):
     code = "unsupported_model"
 
 
-class TooManyStreams(StenoError):
-    """The client already holds ``STENO_SSE_MAX_STREAMS_PER_CLIENT`` open event streams."""
+class Unauthorized(StenoError):
+    """No API key, or one Steno does not know or has revoked."""
+
+    code = "unauthorized"
+
+
+class Forbidden(StenoError):
+    """The key is valid but may not do this (an operator action needs an admin key)."""
+
+    code = "forbidden"
+
+
+class RateLimited(StenoError):
+    """The key went past one of its limits; ``retry_after`` says when to try again."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class TooManyStreams(RateLimited):
+    """The key already holds ``STENO_SSE_MAX_STREAMS_PER_KEY`` open event streams."""
 
     code = "too_many_streams"

@@ -64,10 +64,14 @@ class Settings:
     events_maxlen: int = 5000
     events_ttl_seconds: int = 86400
     # Server-Sent Events: a comment line this often, a client that takes longer than the send
-    # timeout to accept a write is dropped, and one client (address) may hold this many streams.
+    # timeout to accept a write is dropped, and one API key may hold this many streams open
+    # (counted in Redis, across every API process).
     sse_heartbeat_seconds: float = 15.0
     sse_send_timeout_seconds: float = 30.0
-    sse_max_streams_per_client: int = 32
+    sse_max_streams_per_key: int = 32
+    # Job submissions one API key may make per minute (a fixed window in Redis); 0 turns the
+    # limit off.
+    submits_per_minute: int = 120
     log_level: str = "INFO"
     # Redis visibility timeout; 0 means twice the longest hard time limit. Anything shorter
     # than that is refused at startup: a live task would be handed out a second time.
@@ -203,8 +207,10 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_EVENTS_MAXLEN must be >= 100 and STENO_EVENTS_TTL_SECONDS >= 60")
     if settings.sse_heartbeat_seconds <= 0 or settings.sse_send_timeout_seconds <= 0:
         raise SettingsError("STENO_SSE_HEARTBEAT_SECONDS and _SEND_TIMEOUT_SECONDS must be > 0")
-    if settings.sse_max_streams_per_client < 1:
-        raise SettingsError("STENO_SSE_MAX_STREAMS_PER_CLIENT must be at least 1")
+    if settings.sse_max_streams_per_key < 1:
+        raise SettingsError("STENO_SSE_MAX_STREAMS_PER_KEY must be at least 1")
+    if settings.submits_per_minute < 0:
+        raise SettingsError("STENO_SUBMITS_PER_MINUTE must not be negative")
     if settings.transcribe_delay_seconds < 0:
         raise SettingsError("STENO_TRANSCRIBE_DELAY_SECONDS must not be negative")
     shortest = settings.min_visibility_timeout

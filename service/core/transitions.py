@@ -27,6 +27,7 @@ class NewJob:
     """What a submission knows before the job row exists."""
 
     id: uuid.UUID
+    owner: str
     source: str
     model: str
     language: str | None = None
@@ -59,6 +60,7 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
     """Insert a queued job in the caller's transaction."""
     job = Job(
         id=new.id,
+        owner=new.owner,
         status=JobStatus.queued,
         source=new.source,
         model=new.model,
@@ -81,7 +83,7 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
     return job
 
 
-async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, bool]:
+async def cancel_job(session: AsyncSession, job_id: uuid.UUID, *, owner: str) -> tuple[Job, bool]:
     """Cancel a queued or running job; returns the job and whether this call cancelled it.
 
     Cancelling a cancelled job changes nothing (False); a completed or failed one raises
@@ -89,7 +91,7 @@ async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, boo
     """
     result = await session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(ACTIVE))
+        .where(Job.id == job_id, Job.owner == owner, Job.status.in_(ACTIVE))
         .values(
             status=JobStatus.cancelled,
             finished_at=func.now(),
@@ -99,17 +101,17 @@ async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, boo
         )
     )
     job = await session.get(Job, job_id, populate_existing=True)
-    if job is None:
+    if job is None or job.owner != owner:
         raise JobNotFound(f"no job with id {job_id}")
     if result.rowcount == 0 and job.status in (JobStatus.completed, JobStatus.failed):  # type: ignore[attr-defined]
         raise JobAlreadyFinished(f"job {job_id} already {job.status}")
     return job, bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def delete_job(session: AsyncSession, job_id: uuid.UUID) -> str | None:
-    """Delete the job with its transcript and outbox rows; returns the audio path to remove."""
+async def delete_job(session: AsyncSession, job_id: uuid.UUID, *, owner: str) -> str | None:
+    """Delete the owner's job with its transcript and outbox rows; returns its audio path."""
     result = await session.execute(
-        delete(Job).where(Job.id == job_id).returning(Job.id, Job.audio_path)
+        delete(Job).where(Job.id == job_id, Job.owner == owner).returning(Job.id, Job.audio_path)
     )
     row = result.first()
     if row is None:

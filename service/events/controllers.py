@@ -10,6 +10,8 @@ from litestar.params import FromPath, FromQuery
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.auth.guards import principal_of
+from service.auth.limits import StreamSlots
 from service.core.errors import BadRequest
 from service.core.events.stream import ORIGIN, Position
 from service.core.settings import Settings
@@ -18,10 +20,6 @@ from service.events.hub import EventHub
 from service.events.response import EventStream
 from service.jobs import queries
 from service.jobs.controllers import parse_job_id
-
-
-def _client(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _resume_from(request: Request[Any, Any, Any], last_event_id: str | None) -> Position:
@@ -50,8 +48,9 @@ class EventController(Controller):
             "`detail`) or `cancelled`, after which the stream closes. Each event has an `id:`; "
             "reconnect with the `Last-Event-ID` header (or `?last_event_id=`) to get exactly "
             "the events missed. A `: heartbeat` comment comes every "
-            "`STENO_SSE_HEARTBEAT_SECONDS`. 404 for an unknown job, 429 `too_many_streams` "
-            "past `STENO_SSE_MAX_STREAMS_PER_CLIENT` open streams."
+            "`STENO_SSE_HEARTBEAT_SECONDS`. 404 for an unknown job (or another key owner's), "
+            "429 `too_many_streams` past `STENO_SSE_MAX_STREAMS_PER_KEY` open streams of the "
+            "key."
         ),
         media_type="text/event-stream",
     )
@@ -63,26 +62,29 @@ class EventController(Controller):
         redis: NamedDependency[Redis],
         hub: NamedDependency[EventHub],
         settings: NamedDependency[Settings],
+        stream_slots: NamedDependency[StreamSlots],
         last_event_id: FromQuery[str | None] = None,
     ) -> EventStream:
-        """The job's event stream; 404 before it starts when there is no such job."""
+        """The job's event stream; 404 before it starts when the key owns no such job."""
+        principal = principal_of(request)
         job_uuid = parse_job_id(job_id)
         after = _resume_from(request, last_event_id)
         async with sessions() as session:
-            await queries.get_job(session, job_uuid)
-        client = _client(request)
-        hub.reserve(client)
+            await queries.get_job(session, job_uuid, owner=principal.owner)
+        key_id = principal.key_id
+        slot = await stream_slots.take(key_id)
         body = job_events(
             job_uuid,
             after,
             hub=hub,
-            client=client,
+            client=f"key {principal.prefix}",
             sessions=sessions,
             redis=redis,
             settings=settings,
+            on_heartbeat=lambda: stream_slots.renew(key_id, slot),
         )
         return EventStream(
             body,
             watchdog=hub.watchdog,
-            on_close=lambda: hub.release(client),
+            on_close=lambda: stream_slots.give_back_soon(key_id, slot),
         )

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -42,8 +42,12 @@ async def job_events(
     sessions: async_sessionmaker[AsyncSession],
     redis: Redis,
     settings: Settings,
+    on_heartbeat: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """SSE bytes of the job's events after ``after``, ending after the terminal event."""
+    """SSE bytes of the job's events after ``after``, ending after the terminal event.
+
+    ``on_heartbeat`` runs at every heartbeat (the caller renews its stream slot there).
+    """
     subscription = await hub.subscribe(str(job_id))
     try:
         yield PREAMBLE
@@ -75,6 +79,8 @@ async def job_events(
             except TimeoutError:
                 next_beat += interval
                 yield HEARTBEAT
+                if on_heartbeat is not None:
+                    await on_heartbeat()
                 ending = await _ended(job_id, last, sessions=sessions, redis=redis)
                 for frame in ending:
                     yield frame.sse

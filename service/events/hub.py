@@ -3,7 +3,6 @@
 A blocking ``XREAD`` per client collapsed at about a thousand clients on a 2-core machine
 (p99 8 s); one ``XREAD`` over every watched stream, whose entries go to each subscriber's
 queue, held 1,000 at p99 72 ms (``just bench sse`` measures it).
-The hub also counts each client's open streams to enforce the per-client cap.
 """
 
 from __future__ import annotations
@@ -11,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from redis.asyncio import Redis
 
-from service.core.errors import TooManyStreams
 from service.core.events.stream import Frame, Position, frame_of, last_position, stream_key
 from service.events.response import SendWatchdog
 
@@ -49,15 +47,11 @@ class Subscription:
 class EventHub:
     """Watches the streams of the jobs clients follow, with one Redis connection."""
 
-    def __init__(
-        self, redis: Redis, *, max_streams_per_client: int, send_timeout: float = 30.0
-    ) -> None:
+    def __init__(self, redis: Redis, *, send_timeout: float = 30.0) -> None:
         self._redis = redis
         self.watchdog = SendWatchdog(send_timeout)
-        self._max_per_client = max_streams_per_client
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._cursors: dict[str, Position] = {}
-        self._per_client: Counter[str] = Counter()
         self._watching = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -73,21 +67,6 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-    def reserve(self, client: str) -> None:
-        """Count one more stream for ``client``; ``TooManyStreams`` past the cap."""
-        if self._per_client[client] >= self._max_per_client:
-            raise TooManyStreams(
-                f"this client already has {self._per_client[client]} open event streams "
-                f"(the limit is {self._max_per_client}); close one first"
-            )
-        self._per_client[client] += 1
-
-    def release(self, client: str) -> None:
-        """Give back a stream counted by ``reserve``."""
-        self._per_client[client] -= 1
-        if self._per_client[client] <= 0:
-            del self._per_client[client]
 
     async def subscribe(self, job_id: str) -> Subscription:
         """Follow a job's stream: every entry after the stream's current end is delivered.

@@ -16,6 +16,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.auth.keys import Principal
+from service.auth.limits import check_submit_rate
 from service.core import transitions
 from service.core.broker import Publisher
 from service.core.errors import (
@@ -88,8 +90,11 @@ class JobController(Controller):
         settings: NamedDependency[Settings],
         publisher: NamedDependency[Publisher],
         http: NamedDependency[httpx.AsyncClient],
+        principal: NamedDependency[Principal],
+        redis: NamedDependency[Redis],
     ) -> Response[JobView]:
         """Accept a job and publish its first task after the commit (in the background)."""
+        await check_submit_rate(redis, principal.key_id, settings.submits_per_minute)
         content_type = request.headers.get("content-type", "")
         kind = content_type.split(";", 1)[0].strip().lower()
         length = request.content_length
@@ -99,9 +104,13 @@ class JobController(Controller):
                 raise PayloadTooLarge(
                     f"the upload is larger than the limit of {settings.max_upload_bytes} bytes"
                 )
-            accepted = await accept_upload(sessions, settings, request.stream(), content_type)
+            accepted = await accept_upload(
+                sessions, settings, request.stream(), content_type, owner=principal.owner
+            )
         elif kind == "application/json":
-            accepted = await accept_url(sessions, settings, await _read_json(request), http)
+            accepted = await accept_url(
+                sessions, settings, await _read_json(request), http, owner=principal.owner
+            )
         else:
             raise UnsupportedMediaType(
                 "send multipart/form-data with a 'file' part, or application/json with "
@@ -113,6 +122,7 @@ class JobController(Controller):
     async def list_jobs(
         self,
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        principal: NamedDependency[Principal],
         status: FromQuery[JobStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         cursor: FromQuery[str | None] = None,
@@ -120,17 +130,21 @@ class JobController(Controller):
         """One page of jobs, optionally of one status; follow ``next_cursor`` for more."""
         async with sessions() as session:
             jobs, next_cursor = await queries.list_jobs(
-                session, status=status, limit=limit, cursor=cursor
+                session, owner=principal.owner, status=status, limit=limit, cursor=cursor
             )
         return JobPage(items=[JobView.from_row(j) for j in jobs], next_cursor=next_cursor)
 
     @get("/{job_id:str}", summary="Get a job")
     async def get_job(
-        self, job_id: FromPath[str], sessions: NamedDependency[async_sessionmaker[AsyncSession]]
+        self,
+        job_id: FromPath[str],
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        principal: NamedDependency[Principal],
     ) -> JobView:
         """The job's status, progress, error and timings."""
         async with sessions() as session:
-            return JobView.from_row(await queries.get_job(session, parse_job_id(job_id)))
+            job = await queries.get_job(session, parse_job_id(job_id), owner=principal.owner)
+            return JobView.from_row(job)
 
     @get(
         "/{job_id:str}/transcript",
@@ -142,6 +156,7 @@ class JobController(Controller):
         self,
         job_id: FromPath[str],
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        principal: NamedDependency[Principal],
         format: Annotated[
             TranscriptFormat,
             QueryParameter(examples=[Example(value="srt")], description="output format"),
@@ -149,7 +164,9 @@ class JobController(Controller):
     ) -> Response[bytes]:
         """The transcript rendered in the asked format."""
         async with sessions() as session:
-            transcript = await queries.get_transcript(session, parse_job_id(job_id))
+            transcript = await queries.get_transcript(
+                session, parse_job_id(job_id), owner=principal.owner
+            )
         body, media_type = render(transcript, format)
         return Response(content=body, media_type=media_type)
 
@@ -160,10 +177,13 @@ class JobController(Controller):
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
         redis: NamedDependency[Redis],
         settings: NamedDependency[Settings],
+        principal: NamedDependency[Principal],
     ) -> JobView:
         """Cancel a queued or running job; 409 when it already completed or failed."""
         async with sessions() as session, session.begin():
-            job, cancelled_now = await transitions.cancel_job(session, parse_job_id(job_id))
+            job, cancelled_now = await transitions.cancel_job(
+                session, parse_job_id(job_id), owner=principal.owner
+            )
         if cancelled_now:
             await emit(redis, sessions, settings, Cancelled(job_id=str(job.id)))
         return JobView.from_row(job)
@@ -174,11 +194,12 @@ class JobController(Controller):
         job_id: FromPath[str],
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
         settings: NamedDependency[Settings],
+        principal: NamedDependency[Principal],
     ) -> None:
         """Delete the job row (with its transcript), then every audio file of the job."""
         job_uuid = parse_job_id(job_id)
         async with sessions() as session, session.begin():
-            audio_path = await transitions.delete_job(session, job_uuid)
+            audio_path = await transitions.delete_job(session, job_uuid, owner=principal.owner)
         await asyncio.to_thread(remove_audio, settings.audio_dir, job_uuid, audio_path)
 
 

@@ -16,9 +16,13 @@ from service.core.states import JobStatus
 from service.core.transcript import Transcript as TranscriptData
 
 
-async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
-    """The job, or ``JobNotFound``."""
-    job = await session.get(Job, job_id, populate_existing=True)
+async def get_job(session: AsyncSession, job_id: uuid.UUID, *, owner: str) -> Job:
+    """The owner's job, or ``JobNotFound`` (for another owner's job exactly as for none)."""
+    job = await session.scalar(
+        select(Job)
+        .where(Job.id == job_id, Job.owner == owner)
+        .execution_options(populate_existing=True)
+    )
     if job is None:
         raise JobNotFound(f"no job with id {job_id}")
     return job
@@ -43,10 +47,20 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_jobs(
-    session: AsyncSession, *, status: JobStatus | None, limit: int, cursor: str | None
+    session: AsyncSession,
+    *,
+    owner: str,
+    status: JobStatus | None,
+    limit: int,
+    cursor: str | None,
 ) -> tuple[list[Job], str | None]:
-    """A page of jobs newest first, and the cursor of the next page (None at the end)."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    """A page of the owner's jobs newest first, and the next page's cursor (None at the end)."""
+    query = (
+        select(Job)
+        .where(Job.owner == owner)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit + 1)
+    )
     if status is not None:
         query = query.where(Job.status == status)
     if cursor:
@@ -59,9 +73,9 @@ async def list_jobs(
     return jobs[:limit], next_cursor
 
 
-async def get_transcript(session: AsyncSession, job_id: uuid.UUID) -> TranscriptData:
-    """The transcript of a completed job; ``JobNotCompleted`` before that."""
-    job = await get_job(session, job_id)
+async def get_transcript(session: AsyncSession, job_id: uuid.UUID, *, owner: str) -> TranscriptData:
+    """The transcript of the owner's completed job; ``JobNotCompleted`` before that."""
+    job = await get_job(session, job_id, owner=owner)
     row = await session.get(Transcript, job_id)
     if job.status != JobStatus.completed or row is None:
         raise JobNotCompleted(f"job {job_id} is {job.status}; the transcript exists once completed")

@@ -126,6 +126,8 @@ async def accept_upload(
     settings: Settings,
     body: AsyncIterator[bytes],
     content_type: str,
+    *,
+    owner: str,
 ) -> Accepted:
     """Receive, check and enqueue an uploaded file; nothing is left behind on failure."""
     job_id = uuid.uuid4()
@@ -151,6 +153,7 @@ async def accept_upload(
         info = await probe_audio(path, max_seconds=settings.max_audio_seconds)
         new = transitions.NewJob(
             id=job_id,
+            owner=owner,
             source="upload",
             **dataclasses.asdict(options),
             audio_path=str(path),
@@ -190,6 +193,8 @@ async def accept_url(
     settings: Settings,
     request: SubmitUrl,
     http: httpx.AsyncClient,
+    *,
+    owner: str,
 ) -> Accepted:
     """Enqueue a job whose audio an IO worker will fetch from ``audio_url``.
 
@@ -207,7 +212,7 @@ async def accept_url(
     if settings.url_check_timeout_seconds > 0:
         await check_url_readable(http, url, max_bytes=settings.max_upload_bytes)
     new = transitions.NewJob(
-        id=uuid.uuid4(), source="url", **dataclasses.asdict(options), audio_url=url
+        id=uuid.uuid4(), owner=owner, source="url", **dataclasses.asdict(options), audio_url=url
     )
     return await _enqueue(sessionmaker, settings, new)
 

@@ -188,7 +188,7 @@ def run() -> dict[str, Any]:
             data_dir=Path(tmp),
             port=free_port(),
             log_level="WARNING",
-            sse_max_streams_per_client=CLIENTS + 100,
+            sse_max_streams_per_key=CLIENTS + 100,
             sse_heartbeat_seconds=15.0,
         )
         migrate(settings)

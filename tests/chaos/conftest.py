@@ -36,6 +36,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from service.app import create_app
+from service.auth.keys import create_key
 from service.cli import migrate, process_argv
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.db.models import Transcript
@@ -46,6 +47,7 @@ from tests.conftest import (
     FINAL,
     ROOT,
     WorkerProcess,
+    bearer,
     descendants,
     recreate_database,
     wait_for_queues,
@@ -57,6 +59,7 @@ CHAOS_SETTINGS: dict[str, Any] = {
     "io_concurrency": 20,
     "gpu_concurrency": 2,
     "db_pool_size": 5,
+    "submits_per_minute": 0,
     "lease_seconds": 6.0,
     "outbox_sweep_seconds": 1.0,
     "outbox_grace_seconds": 0.5,
@@ -199,6 +202,9 @@ class Chaos:
         engine = make_engine(self.settings, pool_size=2)
         self._exit.push_async_callback(engine.dispose)
         self.sessions = make_sessionmaker(engine)
+        async with self.sessions() as session, session.begin():
+            key, _ = await create_key(session, name="chaos")
+        self.api.headers.update(bearer(key))
         return self
 
     def start(self, name: str, *, node: str | None = None, wait: bool = True) -> WorkerProcess:

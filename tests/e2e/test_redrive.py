@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.core.settings import Settings
 from tests.audio import SENTENCES, speak
-from tests.conftest import WorkerProcess, wait_for_job
+from tests.conftest import WorkerProcess, bearer, wait_for_job
 from workers.io.relay import BROKER_MARKER
 
 
@@ -26,12 +26,13 @@ class _LostInTransit:
 
 
 async def test_jobs_whose_messages_the_broker_lost_are_sent_again_and_complete(
-    settings: Settings, workers: dict[str, WorkerProcess], tmp_path: Any
+    settings: Settings, workers: dict[str, WorkerProcess], tmp_path: Any, api_key: str
 ) -> None:
     # Given two accepted jobs whose messages were published, then lost with the broker
     clip = speak(SENTENCES[4], tmp_path / "boat.wav")
     app = create_app(dataclasses.replace(settings, url_check_timeout_seconds=0))
     async with AsyncTestClient(app, timeout=60) as client:
+        client.headers.update(bearer(api_key))
         lost = _LostInTransit()
         client.app.state.publisher = lost
         job_ids = []

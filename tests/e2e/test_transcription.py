@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.core.settings import Settings
 from tests.audio import speak, word_error_rate
-from tests.conftest import wait_for_job
+from tests.conftest import bearer, wait_for_job
 
 SPOKEN = (
     "The meeting starts at nine in the morning. "
@@ -132,11 +132,12 @@ async def test_unreadable_url_is_refused_at_submit(api: Any, audio_server: str) 
 
 
 async def test_url_unreadable_by_the_worker_fails_the_job_with_a_clear_code(
-    settings: Settings, audio_server: str
+    settings: Settings, audio_server: str, api_key: str
 ) -> None:
     # Given a URL that breaks after submit (modelled by turning the submit-time check off)
     unchecked = dataclasses.replace(settings, url_check_timeout_seconds=0)
     async with AsyncTestClient(create_app(unchecked), timeout=60) as client:
+        client.headers.update(bearer(api_key))
         response = await client.post("/v1/jobs", json={"audio_url": f"{audio_server}/missing.ogg"})
         assert response.status_code == 202
 

@@ -29,6 +29,7 @@ from service.core.db.models import Job, OutboxMessage
 from service.core.routing import FETCH_AUDIO, TRANSCRIBE
 from service.core.settings import Settings
 from tests.audio import speak
+from tests.conftest import bearer
 
 Sessions = async_sessionmaker[AsyncSession]
 Client = AsyncTestClient[Any]
@@ -67,7 +68,9 @@ class RecordingPublisher:
 
 
 @asynccontextmanager
-async def steno_client(settings: Settings) -> AsyncIterator[tuple[Client, RecordingPublisher]]:
+async def steno_client(
+    settings: Settings, key: str
+) -> AsyncIterator[tuple[Client, RecordingPublisher]]:
     """The real app under ``settings``, with a recording publisher in place of the broker.
 
     The submit-time URL check is off here (these URLs name no real server); it has its
@@ -75,14 +78,17 @@ async def steno_client(settings: Settings) -> AsyncIterator[tuple[Client, Record
     """
     offline = dataclasses.replace(settings, url_check_timeout_seconds=0)
     async with AsyncTestClient(create_app(offline), timeout=60) as client:
+        client.headers.update(bearer(key))
         publisher = RecordingPublisher()
         client.app.state.publisher = publisher
         yield client, publisher
 
 
 @pytest.fixture(scope="module")
-async def quiet(settings: Settings) -> AsyncIterator[tuple[Client, RecordingPublisher]]:
-    async with steno_client(settings) as pair:
+async def quiet(
+    settings: Settings, api_key: str
+) -> AsyncIterator[tuple[Client, RecordingPublisher]]:
+    async with steno_client(settings, api_key) as pair:
         yield pair
 
 
@@ -770,10 +776,11 @@ def _multipart(data: bytes) -> tuple[bytes, str]:
 
 @pytest.fixture(scope="module")
 async def small_uploads(
-    settings: Settings,
+    settings: Settings, api_key: str
 ) -> AsyncIterator[tuple[Client, RecordingPublisher]]:
     """The API with a 4 KiB upload limit."""
-    async with steno_client(dataclasses.replace(settings, max_upload_bytes=4096)) as pair:
+    small = dataclasses.replace(settings, max_upload_bytes=4096)
+    async with steno_client(small, api_key) as pair:
         yield pair
 
 
@@ -820,14 +827,14 @@ async def test_an_upload_of_exactly_the_limit_is_not_refused_for_its_size(
 
 @pytest.mark.usefixtures("unchanged")
 async def test_audio_longer_than_the_limit_is_refused(
-    settings: Settings, speech: bytes, speech_seconds: float
+    settings: Settings, api_key: str, speech: bytes, speech_seconds: float
 ) -> None:
     # given an API that accepts one second of audio, and longer speech
     assert speech_seconds > 1.5
     short = dataclasses.replace(settings, max_audio_seconds=1.0)
 
     # when the speech is uploaded
-    async with steno_client(short) as (client, publisher):
+    async with steno_client(short, api_key) as (client, publisher):
         response = await upload(client, speech)
 
     # then it is 422 audio_too_long and nothing is published

@@ -34,7 +34,7 @@ def sse_api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
         tmp_path_factory.mktemp("sse-api"),
         sse_heartbeat_seconds=0.5,
         sse_send_timeout_seconds=1.0,
-        sse_max_streams_per_client=MAX_STREAMS,
+        sse_max_streams_per_key=MAX_STREAMS,
     )
     yield base
     process.stop()

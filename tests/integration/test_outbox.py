@@ -28,7 +28,7 @@ from service.core.outbox import add_message, publish_pending
 from service.core.routing import TRANSCRIBE
 from service.core.settings import Settings
 from tests.audio import speak, word_error_rate
-from tests.conftest import WorkerProcess, wait_for_job
+from tests.conftest import WorkerProcess, bearer, wait_for_job
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -67,6 +67,7 @@ async def test_a_job_submitted_while_the_broker_is_down_is_relayed_later(
     sessions: Sessions,
     api: AsyncTestClient[Any],
     tmp_path: Path,
+    api_key: str,
 ) -> None:
     # given an API whose broker is a port nothing listens on, and a spoken file
     dead = dataclasses.replace(
@@ -79,6 +80,7 @@ async def test_a_job_submitted_while_the_broker_is_down_is_relayed_later(
     with _relay_paused(workers["beat"]):
         # when the file is submitted
         async with AsyncTestClient(create_app(dead), timeout=60) as client:
+            client.headers.update(bearer(api_key))
             started = time.monotonic()
             response = await client.post(
                 "/v1/jobs", files={"file": ("outbox.wav", audio.read_bytes(), "audio/wav")}

@@ -38,7 +38,8 @@ async def test_a_database_outage_answers_503_with_a_code(
         url_check_timeout_seconds=0,
     )
     async with AsyncTestClient(create_app(down)) as client:
-        # when a client calls it
+        # when a client calls it (with a well-formed key: checking it needs the database)
+        client.headers["Authorization"] = "Bearer stn_0123456789_" + "k" * 43
         body = {"audio_url": "http://127.0.0.1:9/a.wav"} if method == "POST" else None
         response = await client.request(method, path, json=body)
 

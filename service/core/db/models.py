@@ -42,11 +42,13 @@ class Job(Base):
             name="jobs_status_valid",
         ),
         CheckConstraint("source IN ('upload', 'url')", name="jobs_source_valid"),
-        # Listing pages newest first by (created_at, id).
-        Index("ix_jobs_created_at", "created_at", "id"),
+        # Listing pages newest first by (created_at, id), one owner's jobs at a time.
+        Index("ix_jobs_owner_created_at", "owner", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    # Who may see the job: the owner of the API key that submitted it.
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
     source: Mapped[str] = mapped_column(String(8), nullable=False)
     audio_url: Mapped[str | None] = mapped_column(Text)
@@ -141,3 +143,21 @@ class JobEvent(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+
+
+class ApiKey(Base):
+    """An API key: its lookup prefix and a hash of the whole key, never the key itself."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    # Jobs belong to an owner; each key has its own unless created to share another's.
+    owner: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,26 @@
+"""Route guards: operator endpoints need an admin key; a plain key gets 403."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from service.auth.keys import Principal
+from service.core.errors import Forbidden
+
+
+def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let admin keys through; refuse every other key with ``Forbidden``."""
+    principal = connection.user
+    if not isinstance(principal, Principal) or not principal.admin:
+        raise Forbidden("this needs an admin key (steno keys create --admin)")
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The authenticated caller (the middleware guarantees one under ``/v1``)."""
+    principal = connection.user
+    if not isinstance(principal, Principal):  # pragma: no cover - a route outside /v1
+        raise TypeError("no authenticated principal on this connection")
+    return principal
