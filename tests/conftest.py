@@ -28,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.app import create_app
 from service.auth.keys import create_key
-from service.cli import migrate, process_argv
+from service.cli.infra import asyncpg_dsn, resolve_services
+from service.cli.processes import migrate, process_argv
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.settings import Settings, load_settings
-from service.infra import asyncpg_dsn, resolve_services
 
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = ("completed", "failed", "cancelled")

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.cli.sse import Message, MessageParser
 from service.core import transitions
-from service.events.client import Message, MessageParser
 
 
 async def new_job(sessions: async_sessionmaker[AsyncSession], **fields: Any) -> str:

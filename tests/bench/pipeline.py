@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis
 
-from service.cli import migrate
+from service.cli.processes import migrate
 from service.core.settings import load_settings
 from tests.audio import SENTENCES, speak
 from tests.conftest import WorkerProcess, recreate_database, wait_for_queues

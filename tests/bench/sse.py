@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from service.cli import migrate
+from service.cli.processes import migrate
 from service.core import transitions
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.events import schemas as events

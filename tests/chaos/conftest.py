@@ -37,11 +37,11 @@ from sqlalchemy import func, select
 
 from service.app import create_app
 from service.auth.keys import create_key
-from service.cli import migrate, process_argv
+from service.cli.infra import PrivateServices, find_binary
+from service.cli.processes import migrate, process_argv
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.db.models import Transcript
 from service.core.settings import Settings, load_settings
-from service.infra import PrivateServices, find_binary
 from tests.audio import SENTENCES, speak
 from tests.conftest import (
     FINAL,

@@ -16,12 +16,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service.infra import (
+from service.cli.infra import (
     PrivateServices,
     asyncpg_dsn,
-    database_answers,
+    database_problem,
     ensure_database_exists,
     redis_answers,
+    redis_problem,
     resolve_services,
 )
 
@@ -38,9 +39,13 @@ def _free_port() -> int:
 
 def _answers(database_url: str, redis_url: str) -> tuple[bool, bool]:
     async def both() -> tuple[bool, bool]:
-        return await database_answers(database_url), await redis_answers(redis_url)
+        return await database_problem(database_url) is None, await redis_answers(redis_url)
 
     return asyncio.run(both())
+
+
+def _database_answers(url: str) -> bool:
+    return asyncio.run(database_problem(url)) is None
 
 
 @pytest.fixture
@@ -126,21 +131,24 @@ def test_private_postgres_reuses_and_takes_over_its_data_folder(
     with PrivateServices(log=lines.append) as heir:
         assert heir.start(state, need_postgres=True, need_redis=False)["database_url"] == url
         assert any("taking over" in line for line in lines)
-        assert asyncio.run(database_answers(url))
-    assert not asyncio.run(database_answers(url))
+        assert _database_answers(url)
+    assert not _database_answers(url)
     orphan.stop()  # its server is gone already: reports that, does not raise
 
 
-async def test_database_answers_and_redis_answers() -> None:
-    assert await database_answers(MACHINE_DATABASE_URL)
-    assert await database_answers("postgresql+asyncpg://postgres@127.0.0.1:5432/no_such_db_xyz")
+async def test_probes_tell_usable_servers_from_dead_or_foreign_ones() -> None:
+    assert await database_problem(MACHINE_DATABASE_URL) is None
+    missing_database = "postgresql+asyncpg://postgres@127.0.0.1:5432/no_such_db_xyz"
+    assert await database_problem(missing_database) is None
+    assert await redis_problem(MACHINE_REDIS_URL) is None
     assert await redis_answers(MACHINE_REDIS_URL)
     dead = _free_port()
-    assert not await database_answers(f"postgresql+asyncpg://postgres@127.0.0.1:{dead}/x")
+    assert await database_problem(f"postgresql+asyncpg://postgres@127.0.0.1:{dead}/x")
+    assert await redis_problem(f"redis://127.0.0.1:{dead}/0")
     assert not await redis_answers(f"redis://127.0.0.1:{dead}/0")
     # Something answers, but not in the right protocol.
-    assert not await database_answers("postgresql+asyncpg://postgres@127.0.0.1:6379/x", 0.5)
-    assert not await redis_answers("redis://127.0.0.1:5432/0", 0.5)
+    assert await database_problem("postgresql+asyncpg://postgres@127.0.0.1:6379/x", 0.5)
+    assert await redis_problem("redis://127.0.0.1:5432/0", 0.5)
 
 
 async def test_ensure_database_exists_creates_once_and_survives_a_race() -> None:

@@ -7,9 +7,9 @@ import json
 import msgspec
 import pytest
 
+from service.cli.sse import Message, MessageParser
 from service.core.events import schemas as events
 from service.core.events.stream import Frame, Position
-from service.events.client import Message, MessageParser
 
 
 def test_positions_parse_and_order_like_redis_stream_ids() -> None:

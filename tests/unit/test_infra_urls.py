@@ -1,4 +1,4 @@
-"""URL helpers and binary discovery of service.infra, which need no running server."""
+"""URL helpers and binary discovery of service.cli.infra, which need no running server."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from service import infra
-from service.infra import (
+from service.cli.infra import (
     InfraError,
     PrivateServices,
     asyncpg_dsn,
     database_name,
     find_binary,
+    host,
     redact_url,
 )
 
@@ -71,7 +71,7 @@ def test_missing_binaries_say_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(infra, "_POSTGRES_BIN_PATTERNS", ())
+    monkeypatch.setattr(host, "_POSTGRES_BIN_PATTERNS", ())
     with pytest.raises(InfraError) as caught:
         PrivateServices().start(tmp_path / "state", need_postgres=True, need_redis=True)
     message = str(caught.value)

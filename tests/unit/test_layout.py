@@ -4,12 +4,16 @@
 - ``service/core/`` imports nothing of Litestar, of ``workers`` or of the rest of ``service``;
 - the API packages import nothing of ``workers``, torch or whisper;
 - one module constructs Celery apps (``service/core/delivery.py``);
+- the tooling (``service/cli/``) stays apart: no runtime module imports it, and the ``steno``
+  command starts without loading Litestar, the workers, Celery, torch or whisper;
 - no runtime module grows past about 450 lines, and each says its one job on its first line.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +86,40 @@ def test_the_api_imports_no_workers_torch_or_whisper() -> None:
         return _top(module) in {"workers", "torch", "whisper"}
 
     assert _violations((*API_PACKAGES, *API_MODULES), forbidden) == []
+
+
+def test_no_runtime_module_imports_the_tooling() -> None:
+    runtime = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "service").iterdir())
+        if path.name != "cli" and (path.suffix == ".py" or path.is_dir())
+    ]
+
+    def forbidden(module: str) -> bool:
+        return module == "service.cli" or module.startswith("service.cli.")
+
+    assert _violations((*runtime, "workers"), forbidden) == []
+
+
+def test_the_steno_command_starts_without_the_runtime() -> None:
+    # given a fresh interpreter (this one has imported the API already)
+    probe = (
+        "import sys\n"
+        "from service.cli.commands import _parser\n"
+        "_parser()\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+
+    # when it loads the steno command and builds its parser
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+    # then nothing of Litestar, the workers, Celery, torch or whisper came with it
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "service" in loaded
+    assert loaded.isdisjoint({"litestar", "granian", "workers", "celery", "torch", "whisper"})
 
 
 def test_the_import_reader_sees_what_a_rule_forbids() -> None:

@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from service.cli.sse import MessageParser
 from service.core.events.schemas import TERMINAL
-from service.events.client import MessageParser
 
 RECONNECT_TRIES = 30
 # Longer than a few heartbeats: a silent connection is a dead one.

