@@ -4,7 +4,7 @@
 the id in the queue's index scored by its due time) in one transaction that also enforces
 uniqueness, then sends the Celery message. A deferred job gets no message yet: its id goes
 into the queue's ``arq:deferred:<queue>`` sorted set, and a worker sends it when it is due (see
-``workers.arq.worker``). Both live in Redis, so a worker crash loses neither.
+``workers.arq.heartbeat``). Both live in Redis, so a worker crash loses neither.
 """
 
 from __future__ import annotations

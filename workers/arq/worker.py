@@ -1,20 +1,15 @@
-"""The worker side: ``func``, ``Retry`` and ``Worker``, running arq functions as Celery tasks.
+"""The ``Worker``: arq's ``WorkerSettings`` served as Celery tasks on the gevent pool.
 
 Every function (and cron job) becomes a Celery task of the same name on the gevent pool, so
 the pool's concurrency (``max_jobs``) sets how many jobs run at once. All handlers of the
 process share one long-lived asyncio loop in an OS thread (``LoopThread``): a task greenlet
-submits ``run_job`` to it and waits cooperatively. Next to the jobs, a heartbeat coroutine on
-the loop (every ``poll_delay``) records the health-check key, enqueues cron runs, sends
-deferred jobs that fell due, and cancels jobs being aborted; a watchdog greenlet in the hub
-logs a warning whenever the loop stops answering (a handler burning CPU).
+submits its job to it (``workers.arq.execution``) and waits cooperatively. Next to the jobs,
+a heartbeat coroutine on the loop does the periodic work (``workers.arq.heartbeat``); a
+watchdog greenlet in the hub logs a warning whenever the loop stops answering (a handler
+burning CPU).
 
-Retry policy: ``Retry(defer=)`` runs the job again after ``defer`` with ``job_try`` + 1, until
-``max_tries``, then the job fails with ``JobExecutionFailed('max N retries exceeded')``. Any
-other exception fails the job and is kept as its result, unless ``retry_jobs`` is on and the
-settings' ``retry_policy(exc, job_try)`` (a Steno extension; none by default) returns a delay.
-A job cancelled by a worker shutdown is sent again (``retry_jobs``), as arq re-runs it.
-Retries and deferred jobs wait in Redis (``arq:deferred:<queue>``), never in a worker's
-memory.
+This module keeps arq's ``arq.worker`` names: programs import ``func``, ``Retry``, ``Worker``,
+``create_worker``, ``run_worker`` and ``check_health`` from here.
 """
 
 from __future__ import annotations
@@ -23,12 +18,8 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import os
-import signal
 import socket
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
@@ -39,110 +30,43 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from redis.asyncio import Redis
 
 from service.core.delivery import celery_app
+from workers.arq import execution
 from workers.arq.connections import ArqRedis, RedisSettings, create_pool
-from workers.arq.constants import (
-    abort_job_max_age,
-    abort_jobs_ss,
-    default_queue_name,
-    expires_extra_ms,
-    health_check_key_suffix,
-    in_progress_key_prefix,
-    job_key_prefix,
-    keep_cronjob_progress,
-    promoter_lock_prefix,
-    result_key_prefix,
-    retry_counter_ttl_s,
-    retry_key_prefix,
-)
+from workers.arq.constants import default_queue_name, expires_extra_ms, health_check_key_suffix
 from workers.arq.cron import CronJob
-from workers.arq.jobs import (
-    JobExecutionFailed,
-    as_text,
-    deferred_set,
-    deserialize_job_raw,
-    queue_index,
-    serialize_job,
-    serialize_result,
+from workers.arq.execution import Outcome
+from workers.arq.functions import (
+    Function,
+    Retry,
+    RetryJob,
+    RetryPolicy,
+    StartupShutdown,
+    WorkerCoroutine,
+    func,
 )
+from workers.arq.heartbeat import Heartbeat
+from workers.arq.jobs import as_text
 from workers.arq.loop import LoopThread
-from workers.arq.publish import ENQUEUED_AT_HEADER, JOB_TRY_HEADER, TRACKED_HEADER
-from workers.arq.utils import SecondsTimedelta, ms_to_datetime, timestamp_ms, to_ms, to_seconds
+from workers.arq.utils import SecondsTimedelta, to_seconds
+
+__all__ = [
+    "Function",
+    "Retry",
+    "RetryJob",
+    "RetryPolicy",
+    "StartupShutdown",
+    "Worker",
+    "WorkerCoroutine",
+    "async_check_health",
+    "check_health",
+    "create_worker",
+    "func",
+    "get_kwargs",
+    "make_worker_app",
+    "run_worker",
+]
 
 log = logging.getLogger("arq.worker")
-
-WorkerCoroutine = Callable[..., Coroutine[Any, Any, Any]]
-StartupShutdown = Callable[[dict[Any, Any]], Coroutine[Any, Any, Any]]
-# Steno extension: given a job's exception and try number, seconds to wait before running it
-# again, or None to fail it.
-RetryPolicy = Callable[[BaseException, int], float | None]
-
-
-@dataclass
-class Function:
-    """A registered job function and its own settings (``None``: the worker's)."""
-
-    name: str
-    coroutine: WorkerCoroutine
-    timeout_s: float | None
-    keep_result_s: float | None
-    keep_result_forever: bool | None
-    max_tries: int | None
-
-
-def func(
-    coroutine: Function | WorkerCoroutine,
-    *,
-    name: str | None = None,
-    keep_result: SecondsTimedelta | None = None,
-    timeout: SecondsTimedelta | None = None,
-    keep_result_forever: bool | None = None,
-    max_tries: int | None = None,
-) -> Function:
-    """Wrap a job coroutine with its own name, result TTL, timeout and try limit (arq's API)."""
-    if isinstance(coroutine, Function):
-        return coroutine
-    if not asyncio.iscoroutinefunction(coroutine):
-        raise RuntimeError(f"{coroutine} is not a coroutine function")
-    return Function(
-        name or coroutine.__qualname__,
-        coroutine,
-        to_seconds(timeout),
-        to_seconds(keep_result),
-        keep_result_forever,
-        max_tries,
-    )
-
-
-class Retry(RuntimeError):
-    """Raise in a job to run it again after ``defer`` (seconds or a timedelta)."""
-
-    def __init__(self, defer: SecondsTimedelta | None = None) -> None:
-        super().__init__()
-        self.defer_score: int | None = to_ms(defer)
-
-    @property
-    def defer(self) -> float:
-        """The delay in seconds."""
-        return (self.defer_score or 0) / 1000
-
-    def __repr__(self) -> str:
-        return f"<Retry defer {self.defer:0.2f}s>"
-
-    def __str__(self) -> str:
-        return repr(self)
-
-
-class RetryJob(RuntimeError):
-    """Raise in a job to run it again at once (as arq's)."""
-
-
-@dataclass
-class _Outcome:
-    success: bool
-    result: Any
-
-
-_NOT_RUN = object()
 
 
 class Worker:
@@ -231,10 +155,9 @@ class Worker:
         self._lock = gevent.lock.Semaphore()
         self._loop: LoopThread | None = None
         self._pool: ArqRedis | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat = Heartbeat(self)
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._watchdog: gevent.Greenlet | None = None
-        self._last_health_check = 0.0
-        self._idle_beats = 0
         self.job_tasks: dict[str, asyncio.Task[Any]] = {}
         self.aborting_tasks: set[str] = set()
         self.jobs_complete = self.jobs_failed = self.jobs_retried = 0
@@ -367,7 +290,7 @@ class Worker:
         self.ctx["in_hub"] = loop.in_hub
         if self.on_startup:
             await self.on_startup(self.ctx)
-        self._heartbeat = asyncio.create_task(self._beat())
+        self._heartbeat_task = asyncio.create_task(self._heartbeat.run())
 
     def close(self) -> None:
         """Stop the heartbeat, run ``on_shutdown``, close Redis and stop the loop thread."""
@@ -383,8 +306,8 @@ class Worker:
                 loop.stop()
 
     async def _shutdown(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         try:
             await self.pool.delete(self.health_check_key)
             if self.on_shutdown:
@@ -414,26 +337,11 @@ class Worker:
             answered.wait()
             log.warning("the asyncio loop answered again after %.1f s", loop.loop.time() - sent)
 
-    # -- one job -------------------------------------------------------------------------
+    # -- one job (workers.arq.execution) -------------------------------------------------
 
     def execute(self, task: Task, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one job from its Celery task's greenlet; a failure is raised to Celery too."""
-        self.start()
-        request = task.request
-        outcome = self.loop.run(
-            self.run_job(
-                name,
-                str(request.id),
-                args,
-                kwargs,
-                tracked=bool(getattr(request, TRACKED_HEADER, None)),
-                header_try=getattr(request, JOB_TRY_HEADER, None),
-                enqueued_at=getattr(request, ENQUEUED_AT_HEADER, None),
-            )
-        )
-        if outcome is not None and not outcome.success and isinstance(outcome.result, Exception):
-            raise outcome.result
-        return outcome.result if outcome is not None and outcome.success else None
+        return execution.execute(self, task, name, args, kwargs)
 
     async def run_job(
         self,
@@ -445,344 +353,21 @@ class Worker:
         tracked: bool,
         header_try: Any = None,
         enqueued_at: Any = None,
-    ) -> _Outcome | None:
+    ) -> Outcome | None:
         """Claim the job, run it with its timeout, and record the outcome (arq's ``run_job``).
 
         Returns ``None`` when the message is a duplicate of a job that runs or ran elsewhere.
         """
-        pool = self.pool
-        function = self.functions[name]
-        is_cron = isinstance(function, CronJob)
-        in_progress_key = in_progress_key_prefix + job_id
-        claimed = await pool.set(
-            in_progress_key, b"1", nx=True, px=int(self.in_progress_timeout_s * 1000)
-        )
-        if not claimed:
-            log.info("job %s is already running elsewhere: duplicate message dropped", job_id)
-            return None
-        async with pool.pipeline(transaction=True) as pipe:
-            pipe.get(job_key_prefix + job_id)
-            pipe.zscore(queue_index(self.queue_name), job_id)
-            pipe.incr(retry_key_prefix + job_id)
-            pipe.expire(retry_key_prefix + job_id, retry_counter_ttl_s)
-            pipe.zscore(abort_jobs_ss, job_id)
-            raw, score, job_try, _, abort_score = await pipe.execute()
-        start_ms = timestamp_ms()
-        enqueue_time_ms = _epoch_ms(enqueued_at, start_ms)
-        expires_at: int | None = None
-        if tracked:
-            if raw is None and score is not None:
-                # Still in the queue's index but its definition expired (``_expires``).
-                log.warning("job %s expired", job_id)
-                record = _Record(
-                    self, name, job_id, args, kwargs, job_try, enqueue_time_ms, start_ms
-                )
-                return await record.fail(JobExecutionFailed("job expired"))
-            if raw is None or score is None:
-                # Finished (or aborted) already: this message is a duplicate.
-                await pool.delete(in_progress_key)
-                log.info("job %s is finished already: duplicate message dropped", job_id)
-                return None
-            definition = deserialize_job_raw(raw)
-            enqueue_time_ms, header_try = definition["et"], definition["t"]
-            expires_at = definition.get("x")
-        score = int(score) if score is not None else enqueue_time_ms
-        if header_try and int(header_try) > job_try:
-            job_try = int(header_try)
-            await pool.setex(retry_key_prefix + job_id, retry_counter_ttl_s, str(job_try))
-
-        record = _Record(self, name, job_id, args, kwargs, job_try, enqueue_time_ms, start_ms)
-        if expires_at is not None and expires_at < start_ms:
-            log.warning("job %s expired", job_id)
-            return await record.fail(JobExecutionFailed("job expired"))
-        if abort_score is not None and self.allow_abort_jobs:
-            log.info("%s:%s aborted before start", job_id, name)
-            return await record.fail(asyncio.CancelledError())
-        max_tries = self.max_tries if function.max_tries is None else function.max_tries
-        if job_try > max_tries:
-            log.warning("%s:%s max retries %d exceeded", job_id, name, max_tries)
-            return await record.fail(JobExecutionFailed(f"max {max_tries} retries exceeded"))
-
-        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
-        ctx = {
-            **self.ctx,
-            "job_id": job_id,
-            "job_try": job_try,
-            "enqueue_time": ms_to_datetime(enqueue_time_ms),
-            "score": score,
-        }
-        if self.on_job_start:
-            await self.on_job_start(ctx)
-        start_ms = record.start_ms = timestamp_ms()
-        log.info(
-            "%6.2fs → %s:%s()%s",
-            (start_ms - enqueue_time_ms) / 1000,
-            job_id,
+        return await execution.run_job(
+            self,
             name,
-            f" try={job_try}" if job_try > 1 else "",
+            job_id,
+            args,
+            kwargs,
+            tracked=tracked,
+            header_try=header_try,
+            enqueued_at=enqueued_at,
         )
-        job = asyncio.get_running_loop().create_task(function.coroutine(ctx, *args, **kwargs))
-        self.job_tasks[job_id] = job
-        defer_ms: int | None = None
-        result: Any = _NOT_RUN
-        success = False
-        try:
-            result = await asyncio.wait_for(job, timeout_s)
-            success = True
-        except asyncio.CancelledError as exc:
-            if job_id in self.aborting_tasks:
-                self.aborting_tasks.discard(job_id)
-                log.info("%s:%s aborted", job_id, name)
-                result = exc
-            elif self.stopping:
-                # The worker is stopping: run the job again (on another worker) at once.
-                if self.retry_jobs:
-                    await asyncio.shield(record.retry(0, score))
-                else:
-                    await asyncio.shield(pool.delete(in_progress_key))
-                raise
-            else:
-                # Celery's hard time limit (a message's ``time_limit``) cancelled it.
-                await asyncio.shield(record.fail(TimeoutError("hard time limit exceeded")))
-                raise
-        except (Retry, RetryJob) as exc:
-            if self.retry_jobs:
-                defer_ms = (exc.defer_score or 0) if isinstance(exc, Retry) else 0
-            else:
-                result = exc
-        except Exception as exc:
-            delay = self.retry_policy(exc, job_try) if self.retry_policy else None
-            if self.retry_jobs and delay is not None:
-                log.warning("%s:%s failed (%r); retrying in %.1f s", job_id, name, exc, delay)
-                defer_ms = to_ms(delay) or 0
-            else:
-                log.exception("%s:%s failed, %s: %s", job_id, name, type(exc).__name__, exc)
-                result = exc
-        finally:
-            self.job_tasks.pop(job_id, None)
-        if self.on_job_end:
-            await self.on_job_end(ctx)
-        if defer_ms is not None:
-            self.jobs_retried += 1
-            log.info("%s:%s retrying in %.2f s", job_id, name, defer_ms / 1000)
-            await asyncio.shield(record.retry(defer_ms, score))
-            outcome = _Outcome(False, None)
-        else:
-            outcome = await asyncio.shield(record.finish(success, result, keep_in_progress=is_cron))
-        if self.after_job_end:
-            await self.after_job_end(ctx)
-        return outcome
-
-    # -- the heartbeat -------------------------------------------------------------------
-
-    async def _beat(self) -> None:
-        while True:
-            try:
-                await self._record_health()
-                await self._run_cron(datetime.now(tz=UTC))
-                await self._promote_deferred()
-                if self.allow_abort_jobs:
-                    await self._cancel_aborted_jobs()
-                if self.burst:
-                    await self._stop_when_idle()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the arq heartbeat failed; trying again")
-            await asyncio.sleep(self.poll_delay_s)
-
-    async def _record_health(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if self._last_health_check and now - self._last_health_check < self.health_check_interval:
-            return
-        self._last_health_check = now
-        queued = await self.pool.zcard(queue_index(self.queue_name))
-        info = (
-            f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} "
-            f"j_failed={self.jobs_failed} j_retried={self.jobs_retried} "
-            f"j_ongoing={len(self.job_tasks)} queued={queued}"
-        )
-        await self.pool.psetex(
-            self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode()
-        )
-
-    async def _run_cron(self, now: datetime, window_s: float | None = None) -> None:
-        cutoff = now.timestamp() + 2 * max(self.poll_delay_s, 0.5 if window_s is None else window_s)
-        for cron_job in self.cron_jobs:
-            if cron_job.next_run is None:
-                if cron_job.run_at_startup:
-                    cron_job.next_run = now
-                else:
-                    cron_job.calculate_next(now)
-                    continue
-            if cron_job.next_run.timestamp() < cutoff:
-                due = cron_job.next_run
-                job_id = cron_job.job_id or (
-                    f"{cron_job.name}:{round(due.timestamp() * 1000)}" if cron_job.unique else None
-                )
-                await self.pool.enqueue_job(
-                    cron_job.name, _job_id=job_id, _queue_name=self.queue_name, _defer_until=due
-                )
-                cron_job.calculate_next(due)
-
-    async def _promote_deferred(self) -> None:
-        """Send the Celery messages of deferred jobs that fell due (one worker at a time)."""
-        pool = self.pool
-        now = timestamp_ms()
-        due = await pool.zrangebyscore(deferred_set(self.queue_name), "-inf", now, start=0, num=100)
-        if not due or not await pool.set(
-            promoter_lock_prefix + self.queue_name, b"1", nx=True, px=10_000
-        ):
-            return
-        try:
-            for raw_id in due:
-                job_id = as_text(raw_id)
-                raw = await pool.get(job_key_prefix + job_id)
-                if raw is None:
-                    # Its definition expired before it fell due (``_expires``), as arq says.
-                    record = _Record(self, "<unknown>", job_id, (), {}, 1, now, now)
-                    await record.fail(JobExecutionFailed("job expired"))
-                else:
-                    d = deserialize_job_raw(raw)
-                    # Sent before it leaves the set: a crash here sends it twice, and the
-                    # second message finds the job running or finished and is dropped.
-                    await pool.send_message(
-                        d["f"],
-                        job_id,
-                        d["a"],
-                        d["k"],
-                        d["q"],
-                        enqueue_time_ms=d["et"],
-                        job_try=d["t"],
-                    )
-                await pool.zrem(deferred_set(self.queue_name), job_id)
-        finally:
-            await pool.delete(promoter_lock_prefix + self.queue_name)
-
-    async def _cancel_aborted_jobs(self) -> None:
-        async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.zrange(abort_jobs_ss, 0, -1)
-            pipe.zremrangebyscore(abort_jobs_ss, "-inf", timestamp_ms() - abort_job_max_age * 1000)
-            ids, _ = await pipe.execute()
-        aborted = set()
-        for raw_id in ids:
-            job_id = raw_id.decode()
-            job = self.job_tasks.get(job_id)
-            if job is not None:
-                aborted.add(job_id)
-                job.cancel()
-        if aborted:
-            self.aborting_tasks.update(aborted)
-            await self.pool.zrem(abort_jobs_ss, *aborted)
-
-    async def _stop_when_idle(self) -> None:
-        """Burst mode: stop the worker once its queue and its deferred jobs are empty."""
-        async with self.pool.pipeline(transaction=False) as pipe:
-            pipe.zcard(queue_index(self.queue_name))
-            pipe.llen(self.queue_name)
-            tracked, waiting = await pipe.execute()
-        idle = not tracked and not waiting and not self.job_tasks
-        self._idle_beats = self._idle_beats + 1 if idle else 0
-        # Twice in a row: a message Celery has reserved but not started is in neither place.
-        if self._idle_beats == 2:
-            log.info("burst mode: nothing left on %r, stopping", self.queue_name)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-class _Record:
-    """Writes one job's outcome to Redis (arq's ``finish_job`` / ``finish_failed_job``)."""
-
-    def __init__(
-        self,
-        worker: Worker,
-        name: str,
-        job_id: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        job_try: int,
-        enqueue_time_ms: int,
-        start_ms: int,
-    ) -> None:
-        self.worker, self.name, self.job_id = worker, name, job_id
-        self.args, self.kwargs, self.job_try = args, kwargs, job_try
-        self.enqueue_time_ms, self.start_ms = enqueue_time_ms, start_ms
-
-    async def fail(self, exc: BaseException) -> _Outcome:
-        """Record a failure before the function ran."""
-        return await self.finish(False, exc, keep_in_progress=False)
-
-    async def finish(self, success: bool, result: Any, *, keep_in_progress: bool) -> _Outcome:
-        """Keep the result (if the function keeps results) and forget the job's other keys."""
-        worker, job_id = self.worker, self.job_id
-        function = worker.functions.get(self.name)
-        if success:
-            worker.jobs_complete += 1
-        else:
-            worker.jobs_failed += 1
-        forever = worker.keep_result_forever
-        if function is not None and function.keep_result_forever is not None:
-            forever = function.keep_result_forever
-        keep_s = worker.keep_result_s
-        if function is not None and function.keep_result_s is not None:
-            keep_s = function.keep_result_s
-        async with worker.pool.pipeline(transaction=True) as tr:
-            if keep_in_progress:
-                tr.pexpire(in_progress_key_prefix + job_id, keep_cronjob_progress * 1000)
-            else:
-                tr.delete(in_progress_key_prefix + job_id)
-            if forever or keep_s > 0:
-                data = serialize_result(
-                    self.name,
-                    self.args,
-                    self.kwargs,
-                    self.job_try,
-                    self.enqueue_time_ms,
-                    success,
-                    result,
-                    self.start_ms,
-                    timestamp_ms(),
-                    worker.queue_name,
-                    job_id,
-                )
-                tr.set(result_key_prefix + job_id, data, px=None if forever else to_ms(keep_s))
-            tr.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
-            tr.zrem(abort_jobs_ss, job_id)
-            tr.zrem(deferred_set(worker.queue_name), job_id)
-            tr.zrem(queue_index(worker.queue_name), job_id)
-            await tr.execute()
-        if success and worker.log_results:
-            log.info("%s:%s ● %.80r", job_id, self.name, result)
-        return _Outcome(success, result)
-
-    async def retry(self, defer_ms: int, score: int) -> None:
-        """Park the job in its queue's deferred set to be sent again in ``defer_ms``."""
-        worker, job_id = self.worker, self.job_id
-        due = timestamp_ms() + defer_ms
-        definition = serialize_job(
-            self.name,
-            self.args,
-            self.kwargs,
-            None,
-            self.enqueue_time_ms,
-            worker.queue_name,
-            due + worker.expires_extra_ms,
-        )
-        async with worker.pool.pipeline(transaction=True) as tr:
-            # A tracked job keeps its own definition (and expiry); an untracked one gets one.
-            tr.set(
-                job_key_prefix + job_id, definition, px=worker.expires_extra_ms + defer_ms, nx=True
-            )
-            tr.zadd(queue_index(worker.queue_name), {job_id: due})
-            tr.zadd(deferred_set(worker.queue_name), {job_id: due})
-            tr.delete(in_progress_key_prefix + job_id)
-            await tr.execute()
-
-
-def _epoch_ms(seconds: Any, default: int) -> int:
-    try:
-        return round(float(seconds) * 1000)
-    except (TypeError, ValueError):
-        return default
 
 
 def make_worker_app(broker_url: str, queue_name: str) -> Celery:
