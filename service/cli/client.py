@@ -15,15 +15,17 @@ from service.cli.follow import FollowError, follow_job
 __all__ = ["api_client", "list_jobs", "submit", "watch"]
 
 
-def api_client(api: str) -> httpx.Client:
-    """An HTTP client for the API at base URL ``api``."""
-    return httpx.Client(base_url=api, timeout=60.0)
+def api_client(api: str, key: str) -> httpx.Client:
+    """An HTTP client for the API at base URL ``api`` presenting ``key`` (STENO_API_KEY)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=api, timeout=60.0, headers=headers)
 
 
 def submit(
     source: str,
     *,
     api: str,
+    key: str,
     wait: bool,
     wait_ready: float,
     fmt: str,
@@ -32,7 +34,7 @@ def submit(
     output: Path | None = None,
 ) -> int:
     """Submit a file or URL; with ``wait``, follow the job live and print its transcript."""
-    with api_client(api) as client:
+    with api_client(api, key) as client:
         if wait_ready > 0:
             _wait_ready(client, wait_ready)
         if source.startswith(("http://", "https://")):
@@ -45,6 +47,8 @@ def submit(
                 )
         if response.status_code != 202:
             print(f"steno: submit refused ({response.status_code}): {response.text}")
+            if response.status_code == 401:
+                print("steno: set STENO_API_KEY (steno keys create --name NAME | tail -1)")
             return 1
         job = response.json()
         print(f"steno: job {job['id']} accepted ({job['status']})", flush=True)

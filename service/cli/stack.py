@@ -1,12 +1,13 @@
 """``steno dev`` and ``steno demo``: the whole stack in one terminal, with prefixed logs.
 
 PostgreSQL and Redis are the configured ones when they answer, else private throwaway ones
-(see ``service.cli.infra``); the database is migrated and the model installed before the
-api, worker-io, worker-gpu and beat processes start.
+(see ``service.cli.infra``); the database is migrated, a local API key made (or reused) and
+the model installed before the api, worker-io, worker-gpu and beat processes start.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from honcho.manager import Manager
 
 from service.cli.infra import PrivateServices, resolve_services
 from service.cli.infra.host import free_port
+from service.cli.keys import local_key
 from service.cli.processes import ROOT, install_models, migrate, process_argv, python_module
 from service.core.settings import Settings, load_settings
 
@@ -76,6 +78,14 @@ def _prepare_stack(
         overrides["port"] = free_port()
     resolved = load_settings(_env_with(settings.as_env(), overrides))
     migrate(resolved)
+    key_file = resolved.data_dir / "api-key"
+    resolved = dataclasses.replace(resolved, api_key=local_key(resolved, key_file))
+    print(
+        f"steno: API key for this stack (kept in {key_file}): {resolved.api_key}\n"
+        "steno:   the web page asks for it once; for the CLI: "
+        f"export STENO_API_KEY=$(cat {key_file})",
+        flush=True,
+    )
     if not (resolved.models_dir / f"{resolved.whisper_model}.pt").is_file():
         install_models(resolved, [resolved.whisper_model])
     return resolved, private

@@ -29,6 +29,9 @@ class Settings:
     # Celery's broker; empty means "the same Redis as redis_url".
     broker_url: str = ""
     host: str = "127.0.0.1"
+    # The key the `steno` client commands (submit, watch, jobs ls) present; the API never
+    # reads it (it checks keys against PostgreSQL).
+    api_key: str = ""
     port: int = 8000
     data_dir: Path = Path("var")
     # Empty means data_dir/audio and data_dir/models.
