@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
 
-from service.auth.guards import principal_of
+from service.auth.guards import provide_principal
 from service.auth.limits import StreamSlots
 from service.auth.middleware import bearer_auth
 from service.core.broker import CeleryPublisher, GuardedPublisher, make_producer_app
@@ -26,6 +26,10 @@ from service.health.controllers import HealthController, WorkerCensus
 from service.http_errors import EXCEPTION_HANDLERS
 from service.jobs.controllers import JobController
 from service.web import web_routes
+
+
+# The API's /v1 controllers: each is served behind the API-key middleware.
+V1_CONTROLLERS = [JobController, EventController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -77,7 +81,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return Provide(provide, sync_to_thread=False)
 
     return Litestar(
-        route_handlers=[JobController, EventController, HealthController, *web_routes()],
+        route_handlers=[
+            # Everything under /v1 needs a key; the page, probes and the schema stay open.
+            Router(path="/", route_handlers=V1_CONTROLLERS, middleware=[bearer_auth()]),
+            HealthController,
+            *web_routes(),
+        ],
         lifespan=[lifespan],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False),
@@ -89,9 +98,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "http": from_state("http"),
             "hub": from_state("hub"),
             "stream_slots": from_state("stream_slots"),
-            "principal": Provide(principal_of, sync_to_thread=False),
+            "principal": Provide(provide_principal, sync_to_thread=False),
         },
-        middleware=[bearer_auth()],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="Steno",

@@ -8,6 +8,7 @@ Override with ``STENO_TEST_DATABASE_URL`` / ``STENO_TEST_REDIS_URL``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
@@ -34,6 +35,8 @@ from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# The owner of the session's API key: jobs tests insert directly belong to it.
+TEST_OWNER = "tests"
 FINAL = ("completed", "failed", "cancelled")
 
 # One INFO line per polling request would bury a failing test's own output.
@@ -92,6 +95,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         submits_per_minute=0,
     )
     migrate(test_settings)
+    # Child processes (the CLI) present this key through STENO_API_KEY.
+    key = make_key(test_settings, "tests", owner=TEST_OWNER)
+    test_settings = dataclasses.replace(test_settings, api_key=key)
     yield test_settings
     if private is not None:
         private.stop()
@@ -245,7 +251,7 @@ def bearer(key: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def api_key(settings: Settings) -> str:
     """The plain API key (its own owner) the session's clients present."""
-    return make_key(settings, "tests")
+    return settings.api_key
 
 
 @pytest.fixture(scope="session")
@@ -302,7 +308,6 @@ def free_port() -> int:
 
 def start_api(settings: Settings, log_dir: Path, **overrides: Any) -> tuple[WorkerProcess, str]:
     """A real API process (granian) on a free port; returns it and its base URL once ready."""
-    import dataclasses
 
     api_settings = dataclasses.replace(settings, port=free_port(), **overrides)
     process = WorkerProcess("api", api_settings, log_dir)

@@ -13,13 +13,15 @@ from service.cli.sse import Message, MessageParser
 from service.core import transitions
 
 
-async def new_job(sessions: async_sessionmaker[AsyncSession], **fields: Any) -> str:
-    """Insert a queued upload job (no audio needed) and return its id."""
+async def new_job(
+    sessions: async_sessionmaker[AsyncSession], owner: str = "tests", **fields: Any
+) -> str:
+    """Insert a queued upload job (no audio needed) of ``owner`` and return its id."""
     job_id = uuid.uuid4()
     async with sessions() as session, session.begin():
         await transitions.create_job(
             session,
-            transitions.NewJob(id=job_id, source="upload", model="tiny.en", **fields),
+            transitions.NewJob(id=job_id, owner=owner, source="upload", model="tiny.en", **fields),
         )
     return str(job_id)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -24,3 +25,8 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     if not isinstance(principal, Principal):  # pragma: no cover - a route outside /v1
         raise TypeError("no authenticated principal on this connection")
     return principal
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """Dependency provider of ``principal`` for route handlers."""
+    return principal_of(request)

@@ -13,10 +13,6 @@ from litestar.middleware.base import DefineMiddleware
 from service.auth.keys import authenticate
 from service.core.errors import Unauthorized
 
-# Everything outside /v1 is public: the page, health probes, the OpenAPI document.
-PUBLIC = r"^/(?!v1(/|$))"
-
-
 class BearerKeyAuth(AbstractAuthenticationMiddleware):
     """Resolves ``Authorization: Bearer <key>`` to the key's principal, or refuses."""
 
@@ -33,5 +29,5 @@ class BearerKeyAuth(AbstractAuthenticationMiddleware):
 
 
 def bearer_auth() -> DefineMiddleware:
-    """The middleware, applied to every route under ``/v1``."""
-    return DefineMiddleware(BearerKeyAuth, exclude=PUBLIC)
+    """The middleware, for the router that holds every ``/v1`` route."""
+    return DefineMiddleware(BearerKeyAuth)

@@ -133,7 +133,8 @@ async def _make_jobs(settings: Settings) -> list[str]:
     async with sessions() as session, session.begin():
         for job_id in ids:
             await transitions.create_job(
-                session, transitions.NewJob(id=job_id, source="upload", model="tiny.en")
+                session,
+                transitions.NewJob(id=job_id, owner="tests", source="upload", model="tiny.en"),
             )
     await engine.dispose()
     return [str(i) for i in ids]

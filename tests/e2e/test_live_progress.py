@@ -16,7 +16,7 @@ import pytest
 
 from service.core.settings import Settings
 from tests.audio import SENTENCES, speak, word_error_rate
-from tests.conftest import ROOT, child_env
+from tests.conftest import ROOT, bearer, child_env
 from tests.sse import read_events
 
 SPOKEN = " ".join(SENTENCES[:3])
@@ -42,10 +42,10 @@ def _steno(
 
 
 async def test_whisper_publishes_progress_and_segments_as_it_decodes(
-    live_api: str, clip: Path
+    live_api: str, clip: Path, api_key: str
 ) -> None:
     # Given an uploaded spoken clip
-    async with httpx.AsyncClient(base_url=live_api, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=live_api, timeout=60, headers=bearer(api_key)) as client:
         response = await client.post(
             "/v1/jobs", files={"file": (clip.name, clip.read_bytes(), "audio/wav")}
         )

@@ -20,7 +20,7 @@ from service.core.events import schemas as events
 from service.core.events.publish import emit
 from service.core.events.stream import Position, stream_key
 from service.core.settings import Settings
-from tests.conftest import start_api
+from tests.conftest import bearer, start_api
 from tests.sse import new_job, read_events
 
 MAX_STREAMS = 4
@@ -48,8 +48,8 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def client(sse_api: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sse_api, timeout=30) as http:
+async def client(sse_api: str, api_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=sse_api, timeout=30, headers=bearer(api_key)) as http:
         yield http
 
 
@@ -249,13 +249,17 @@ async def test_unknown_job_and_bad_position_are_refused_before_the_stream(
     assert bad.json()["code"] == "bad_request"
 
 
-async def _open_streams(base: str, job_id: str, count: int) -> list[socket.socket]:
+async def _open_streams(client: httpx.AsyncClient, job_id: str, count: int) -> list[socket.socket]:
     """Raw connections holding open streams (answered 200), never read after the headers."""
-    host, port = base.removeprefix("http://").split(":")
+    host, port = str(client.base_url).rstrip("/").removeprefix("http://").split(":")
+    auth = client.headers["Authorization"]
     sockets = []
     for _ in range(count):
         sock = socket.create_connection((host, int(port)))
-        sock.sendall(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        request = (
+            f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
+        )
+        sock.sendall(request.encode())
         sock.settimeout(10)
         head = await asyncio.to_thread(sock.recv, 4096)
         assert head.startswith(b"HTTP/1.1 200"), head
@@ -274,7 +278,7 @@ async def test_streams_per_client_are_capped_and_given_back_when_clients_vanish(
 ) -> None:
     # Given a client holding as many streams as it may
     job_id = await new_job(sessions)
-    held = await _open_streams(str(client.base_url).rstrip("/"), job_id, MAX_STREAMS)
+    held = await _open_streams(client, job_id, MAX_STREAMS)
 
     # then one more is refused with a stable code
     refused = await client.get(f"/v1/jobs/{job_id}/events")
@@ -285,7 +289,7 @@ async def test_streams_per_client_are_capped_and_given_back_when_clients_vanish(
     for sock in held:
         sock.close()
     await asyncio.sleep(1.0)
-    again = await _open_streams(str(client.base_url).rstrip("/"), job_id, MAX_STREAMS)
+    again = await _open_streams(client, job_id, MAX_STREAMS)
     for sock in again:
         sock.close()
 
@@ -298,8 +302,7 @@ async def test_a_client_that_stops_reading_is_dropped(
 ) -> None:
     # Given clients holding every stream slot but never reading
     job_id = await new_job(sessions)
-    base = str(client.base_url).rstrip("/")
-    stalled = await _open_streams(base, job_id, MAX_STREAMS)
+    stalled = await _open_streams(client, job_id, MAX_STREAMS)
     for sock in stalled:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:

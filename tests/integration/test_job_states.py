@@ -35,6 +35,8 @@ TRANSCRIPT = TranscriptData(
     segments=[TranscriptSegment(id=0, start=0.0, end=2.5, text="hello from the state machine")],
 )
 
+OWNER = "tests"
+
 
 async def _new_job(sessions: Sessions, *, with_outbox: bool = False) -> uuid.UUID:
     job_id = uuid.uuid4()
@@ -43,6 +45,7 @@ async def _new_job(sessions: Sessions, *, with_outbox: bool = False) -> uuid.UUI
             session,
             transitions.NewJob(
                 id=job_id,
+                owner=OWNER,
                 source="upload",
                 model="tiny.en",
                 audio_path=f"/nonexistent/{job_id}.wav",
@@ -170,7 +173,7 @@ async def test_complete_writes_transcript_and_status_in_one_transaction(
     assert job.lease_expires_at is None
     assert await _transcript_rows(sessions, job_id) == 1
     async with sessions() as session:
-        transcript = await queries.get_transcript(session, job_id)
+        transcript = await queries.get_transcript(session, job_id, owner=OWNER)
     assert transcript == TRANSCRIPT
 
     # and completing again with the same token writes nothing more
@@ -255,7 +258,7 @@ async def test_cancelling_a_queued_job(sessions: Sessions) -> None:
 
     # when it is cancelled
     async with sessions() as session, session.begin():
-        job, cancelled_now = await transitions.cancel_job(session, job_id)
+        job, cancelled_now = await transitions.cancel_job(session, job_id, owner=OWNER)
 
     # then it is cancelled and no worker can claim it any more
     assert (job.status, cancelled_now) == ("cancelled", True)
@@ -267,7 +270,7 @@ async def test_cancelling_a_queued_job(sessions: Sessions) -> None:
 
     # and cancelling again is a no-op that says so
     async with sessions() as session, session.begin():
-        again, cancelled_now = await transitions.cancel_job(session, job_id)
+        again, cancelled_now = await transitions.cancel_job(session, job_id, owner=OWNER)
     assert (again.status, cancelled_now) == ("cancelled", False)
 
 
@@ -279,7 +282,7 @@ async def test_cancelling_a_running_job_fences_out_its_worker(sessions: Sessions
 
     # when it is cancelled while the worker transcribes
     async with sessions() as session, session.begin():
-        job, _ = await transitions.cancel_job(session, job_id)
+        job, _ = await transitions.cancel_job(session, job_id, owner=OWNER)
     assert job.status == "cancelled"
 
     # then the worker's progress and completion are refused
@@ -301,7 +304,7 @@ async def test_cancelling_a_completed_job_is_refused(sessions: Sessions) -> None
     # when it is cancelled, then JobAlreadyFinished is raised and the job stays completed
     with pytest.raises(JobAlreadyFinished):
         async with sessions() as session, session.begin():
-            await transitions.cancel_job(session, job_id)
+            await transitions.cancel_job(session, job_id, owner=OWNER)
     assert (await _job(sessions, job_id)).status == "completed"
     assert await _transcript_rows(sessions, job_id) == 1
 
@@ -319,7 +322,7 @@ async def test_deleting_a_job_removes_its_transcript_and_outbox_rows(sessions: S
 
     # when it is deleted
     async with sessions() as session, session.begin():
-        audio_path = await transitions.delete_job(session, job_id)
+        audio_path = await transitions.delete_job(session, job_id, owner=OWNER)
 
     # then the job, its transcript and its outbox rows are gone, and its audio path returned
     assert audio_path == f"/nonexistent/{job_id}.wav"
@@ -329,7 +332,7 @@ async def test_deleting_a_job_removes_its_transcript_and_outbox_rows(sessions: S
     assert await _transcript_rows(sessions, job_id) == 0
     with pytest.raises(JobNotFound):
         async with sessions() as session, session.begin():
-            await transitions.delete_job(session, job_id)
+            await transitions.delete_job(session, job_id, owner=OWNER)
 
 
 async def test_a_stranded_running_job_is_redriven_at_most_once_per_lease(
@@ -341,7 +344,9 @@ async def test_a_stranded_running_job_is_redriven_at_most_once_per_lease(
         job_id = uuid.uuid4()
         await transitions.create_job(
             session,
-            transitions.NewJob(id=job_id, source="upload", model="tiny.en", audio_path="/a"),
+            transitions.NewJob(
+                id=job_id, owner=OWNER, source="upload", model="tiny.en", audio_path="/a"
+            ),
         )
         await session.execute(
             update(Job)
@@ -378,7 +383,9 @@ async def test_a_fresh_queued_job_is_not_stranded_unless_the_broker_was_lost(
         job_id = uuid.uuid4()
         await transitions.create_job(
             session,
-            transitions.NewJob(id=job_id, source="url", model="tiny.en", audio_url="http://a"),
+            transitions.NewJob(
+                id=job_id, owner=OWNER, source="url", model="tiny.en", audio_url="http://a"
+            ),
         )
 
         # when the relay looks normally, and after the broker lost its queues
