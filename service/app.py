@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
 
+from service.auth.controllers import KeyController
 from service.auth.guards import provide_principal
 from service.auth.limits import StreamSlots
 from service.auth.middleware import bearer_auth
@@ -27,9 +28,8 @@ from service.http_errors import EXCEPTION_HANDLERS
 from service.jobs.controllers import JobController
 from service.web import web_routes
 
-
 # The API's /v1 controllers: each is served behind the API-key middleware.
-V1_CONTROLLERS = [JobController, EventController]
+V1_CONTROLLERS = [JobController, EventController, KeyController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

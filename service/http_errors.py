@@ -21,6 +21,7 @@ from service.core.errors import (
     JobAlreadyFinished,
     JobNotCompleted,
     JobNotFound,
+    KeyNotFound,
     PayloadTooLarge,
     RateLimited,
     StenoError,
@@ -38,6 +39,7 @@ log = logging.getLogger("steno.api")
 HTTP_STATUS: dict[type[StenoError], int] = {
     BadRequest: 400,
     JobNotFound: 404,
+    KeyNotFound: 404,
     JobAlreadyFinished: 409,
     JobNotCompleted: 409,
     PayloadTooLarge: 413,

@@ -81,9 +81,11 @@ async def list_keys(session: AsyncSession) -> list[ApiKey]:
     return list((await session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc()))).all())
 
 
-async def revoke_key(session: AsyncSession, ident: str) -> list[ApiKey]:
-    """Revoke the live keys whose prefix, id or name is ``ident``; returns them."""
-    match = [ApiKey.prefix == ident, ApiKey.name == ident]
+async def revoke_key(session: AsyncSession, ident: str, *, by_name: bool = True) -> list[ApiKey]:
+    """Revoke the live keys whose prefix, id or (``by_name``) name is ``ident``; returns them."""
+    match = [ApiKey.prefix == ident]
+    if by_name:
+        match.append(ApiKey.name == ident)
     try:
         match.append(ApiKey.id == uuid.UUID(ident))
     except ValueError:

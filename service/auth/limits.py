@@ -1,7 +1,7 @@
 """Per-key limits kept in Redis, so they hold across every API process.
 
-Submissions: a fixed one-minute window per key (``INCR`` + ``EXPIRE``). Event streams: a
-sorted set per key of open streams scored by their lease expiry, taken and renewed
+Submissions: a sliding one-minute window per key (a sorted set of submission times). Event
+streams: a sorted set per key of open streams scored by their lease expiry. Both are taken
 atomically by a script; a stream whose process died falls out when its lease lapses.
 """
 
@@ -17,6 +17,19 @@ from redis.asyncio import Redis
 
 from service.core.errors import RateLimited, TooManyStreams
 
+_WINDOW = 60.0
+# Submissions: one sorted-set member per accepted submission in the last minute. Returns 0
+# when this one is counted, else the time of the oldest (when a slot frees).
+_SUBMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 60)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], 61)
+return 0
+"""
+
 _TAKE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
@@ -29,18 +42,16 @@ return 1
 
 
 async def check_submit_rate(redis: Redis, key_id: uuid.UUID, per_minute: int) -> None:
-    """Count one submission for the key; ``RateLimited`` past ``per_minute`` (0: no limit)."""
+    """Count one submission for the key; ``RateLimited`` past ``per_minute`` in the last
+    60 s (a sliding window, so no burst of twice the limit across a minute boundary)."""
     if per_minute <= 0:
         return
     now = time.time()
-    window = int(now // 60)
-    counter = f"steno:rate:submit:{key_id}:{window}"
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.incr(counter)
-        pipe.expire(counter, 120)
-        count, _ = await pipe.execute()
-    if int(count) > per_minute:
-        retry_after = math.ceil((window + 1) * 60 - now)
+    oldest = await redis.eval(
+        _SUBMIT, 1, f"steno:rate:submit:{key_id}", now, per_minute, uuid.uuid4().hex
+    )
+    if oldest is not None and float(oldest) > 0:
+        retry_after = max(1, math.ceil(float(oldest) + _WINDOW - now))
         raise RateLimited(
             f"this key may submit {per_minute} jobs a minute; try again in {retry_after} s",
             retry_after=retry_after,

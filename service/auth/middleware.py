@@ -13,6 +13,7 @@ from litestar.middleware.base import DefineMiddleware
 from service.auth.keys import authenticate
 from service.core.errors import Unauthorized
 
+
 class BearerKeyAuth(AbstractAuthenticationMiddleware):
     """Resolves ``Authorization: Bearer <key>`` to the key's principal, or refuses."""
 

@@ -35,6 +35,12 @@ class JobNotFound(StenoError):
     code = "job_not_found"
 
 
+class KeyNotFound(StenoError):
+    """No live API key with that prefix."""
+
+    code = "key_not_found"
+
+
 class JobNotCompleted(StenoError):
     """The transcript was asked for before the job completed."""
 

@@ -72,7 +72,7 @@ class Settings:
     sse_heartbeat_seconds: float = 15.0
     sse_send_timeout_seconds: float = 30.0
     sse_max_streams_per_key: int = 32
-    # Job submissions one API key may make per minute (a fixed window in Redis); 0 turns the
+    # Job submissions one API key may make in any minute (a sliding window in Redis); 0 turns the
     # limit off.
     submits_per_minute: int = 120
     log_level: str = "INFO"
