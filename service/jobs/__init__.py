@@ -1,1 +1,1 @@
-"""Transcription jobs: HTTP controllers, msgspec schemas and the job state machine."""
+"""Transcription jobs over HTTP: controllers, msgspec schemas, reads, submission, formats."""
