@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from workers.gpu.decode import load_audio
+
 if TYPE_CHECKING:
     import whisper.model
 
@@ -286,7 +288,7 @@ def transcribe(
     """
     import whisper as openai_whisper
 
-    audio = openai_whisper.load_audio(str(audio_path))
+    audio = load_audio(audio_path)
     duration = len(audio) / SAMPLE_RATE
     if not model.is_multilingual:
         language = "en"
