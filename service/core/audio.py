@@ -22,6 +22,9 @@ ACCEPTED_EXACT = frozenset(
 )
 
 
+# ffprobe quiet but for errors, and able to open local files only (no network, no data: URLs).
+_FFPROBE = ("ffprobe", "-v", "error", "-protocol_whitelist", "file")
+
 # Runs argv with a timeout and returns (exit code, stdout, stderr); raises TimeoutError.
 ProcessRunner = Callable[[Sequence[str], float], Awaitable[tuple[int, bytes, bytes]]]
 
@@ -46,7 +49,10 @@ def content_type_accepted(content_type: str | None) -> bool:
 async def run_process(argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
     """Run a program under asyncio; kills it and raises ``TimeoutError`` past ``timeout``."""
     process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
@@ -62,18 +68,28 @@ async def probe_audio(
 ) -> AudioInfo:
     """Probe ``path``; raises ``EmptyFile``, ``InvalidAudio`` or ``AudioTooLong`` when unusable.
 
-    ``run`` starts ffprobe; the IO worker passes one that suits its gevent pool.
+    ``run`` starts ffprobe; the IO worker passes one that suits its gevent pool. ffprobe
+    reads only local files: ``path`` is given as an absolute ``file:`` URL, so no name can
+    pass for an option or pick a protocol, and ``-protocol_whitelist file`` keeps anything
+    inside the file (a playlist, a reference) from reaching the network.
     """
     if path.stat().st_size == 0:
         raise EmptyFile("the audio file is empty (0 bytes)")
-    argv = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
+    source = path.absolute()
+    argv = [*_FFPROBE, "-print_format", "json", "-show_format", "-show_streams"]
     try:
-        code, out, err = await run([*argv, str(path)], timeout)
+        code, out, err = await run([*argv, f"file:{source}"], timeout)
     except TimeoutError as exc:
         raise InvalidAudio("probing the audio took too long; is it a valid audio file?") from exc
     if code != 0:
         # ffprobe prefixes its message with the file's path, which is ours to keep private.
-        reason = err.decode(errors="replace").replace(str(path), "input").strip().splitlines()
+        reason = (
+            err.decode(errors="replace")
+            .replace(f"file:{source}", "input")
+            .replace(str(source), "input")
+            .strip()
+            .splitlines()
+        )
         raise InvalidAudio(
             "the file is not audio that can be decoded"
             + (f" ({reason[-1][:200]})" if reason else "")

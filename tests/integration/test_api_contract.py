@@ -766,6 +766,50 @@ async def test_a_nul_in_a_part_header_is_a_bad_request(
     assert_error(response, 400, "bad_request")
 
 
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    ("after_the_audio", "detail"),
+    [
+        ([b'Content-Disposition: form-data; name="\xe5\x90\x8d\xe5\x89\x8d"'], "ASCII"),
+        ([b'Content-Disposition: form-data; name="\xff"'], "UTF-8"),
+        ([b'Content-Disposition: form-data; name="f%d"' % i for i in range(16)], "16 parts"),
+    ],
+    ids=["name-above-latin-1", "name-not-utf-8", "seventeen-parts"],
+)
+async def test_a_malformed_multipart_body_is_a_bad_request(
+    client: Client, speech: bytes, after_the_audio: list[bytes], detail: str
+) -> None:
+    # given real audio followed by parts that break the form's rules (once a 500)
+    audio = b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+    audio += b"Content-Type: audio/wav\r\n\r\n" + speech
+    parts = [audio] + [headers + b"\r\n\r\nx" for headers in after_the_audio]
+    content = b"".join(b"--b\r\n" + part + b"\r\n" for part in parts) + b"--b--\r\n"
+
+    # when it is uploaded
+    response = await client.post(
+        "/v1/jobs", content=content, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+
+    # then it is 400 with a detail that names the rule, and nothing is kept
+    assert_error(response, 400, "bad_request")
+    assert detail in response.json()["detail"]
+
+
+@pytest.mark.usefixtures("unchanged")
+async def test_an_upload_cut_short_is_a_bad_request(client: Client, speech: bytes) -> None:
+    # given a valid upload of real audio that stops halfway through the audio
+    content, content_type = _multipart(speech)
+
+    # when it is sent
+    response = await client.post(
+        "/v1/jobs", content=content[: len(content) // 2], headers={"content-type": content_type}
+    )
+
+    # then it is 400, not a job for half of the audio
+    assert_error(response, 400, "bad_request")
+    assert "ended before" in response.json()["detail"]
+
+
 def _multipart(data: bytes) -> tuple[bytes, str]:
     """A multipart body carrying ``data`` as the file, and its content type."""
     request = httpx.Request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import wave
 from collections.abc import Sequence
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from service.core.audio import content_type_accepted, probe_audio
+from service.core.audio import content_type_accepted, probe_audio, run_process
 from service.core.errors import AudioTooLong, EmptyFile, InvalidAudio
 from tests.audio import speak
+from tests.listener import listening
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
@@ -117,6 +119,65 @@ async def test_a_probe_that_hangs_is_invalid_audio(media: Path) -> None:
     # then it is refused as invalid audio rather than hanging the request
     with pytest.raises(InvalidAudio, match="too long"):
         await probe_audio(media / "speech.wav", max_seconds=60, run=hanging)
+
+
+def playlist(kind: str, url: str) -> str:
+    """A playlist of ``kind`` (hls or ffconcat) whose one entry is ``url``."""
+    if kind == "hls":
+        return f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{url}\n#EXT-X-ENDLIST\n"
+    return f"ffconcat version 1.0\nfile {url}\n"
+
+
+async def test_ffprobe_may_open_only_local_files(media: Path) -> None:
+    # given a loopback listener, and a runner that starts ffprobe with the options probe_audio
+    # chose but a URL on that listener as its input
+    with listening() as server:
+
+        async def on_the_network(argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
+            return await run_process([*argv[:-1], f"{server.url}/speech.wav"], timeout)
+
+        # when the file is probed
+        # then it is refused as invalid audio, and ffprobe never connected
+        with pytest.raises(InvalidAudio):
+            await probe_audio(media / "speech.wav", max_seconds=60, run=on_the_network)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("kind", ["hls", "ffconcat"])
+async def test_a_playlist_pointing_at_the_network_is_not_followed(
+    tmp_path: Path, kind: str
+) -> None:
+    # given an upload that is a playlist naming audio on a loopback listener
+    with listening() as server:
+        upload = tmp_path / "upload.audio"
+        upload.write_text(playlist(kind, f"{server.url}/speech.wav"))
+
+        # when it is probed
+        # then it is invalid audio, and nothing was fetched
+        with pytest.raises(InvalidAudio):
+            await probe_audio(upload, max_seconds=60)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "name", ["-speech.wav", "http:/127.0.0.1:{port}/speech.wav", "concat:speech.wav"]
+)
+async def test_a_name_that_reads_like_an_option_or_a_url_is_a_local_file(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # given speech stored under a relative path that ffprobe would take for an option or a URL
+    with listening() as server:
+        monkeypatch.chdir(tmp_path)
+        path = Path(name.format(port=server.port))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(media / "speech.wav", path)
+
+        # when it is probed
+        info = await probe_audio(path, max_seconds=60)
+
+    # then the local file is what was measured, and nothing was fetched
+    assert info.duration == pytest.approx(wav_seconds(media / "speech.wav"), abs=0.1)
+    assert server.requests == []
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
+from workers.gpu.decode import load_audio
 
 if TYPE_CHECKING:
     import whisper.model
@@ -245,7 +246,7 @@ def transcribe(
     """
     import whisper as openai_whisper
 
-    audio = openai_whisper.load_audio(str(audio_path))
+    audio = load_audio(audio_path)
     duration = len(audio) / SAMPLE_RATE
     if not model.is_multilingual:
         language = "en"
