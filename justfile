@@ -84,3 +84,7 @@ watch JOB_ID *ARGS: setup
 # List jobs, newest first
 jobs *ARGS: setup
     {{steno}} jobs ls {{ARGS}}
+
+# API keys: `just keys create --name NAME [--admin]` (the key is the last line), `just keys ls`, `just keys revoke PREFIX`
+keys +ARGS: setup
+    {{steno}} keys {{ARGS}}
