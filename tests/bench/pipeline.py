@@ -21,7 +21,7 @@ import redis
 from service.cli.processes import migrate
 from service.core.settings import load_settings
 from tests.audio import SENTENCES, speak
-from tests.conftest import WorkerProcess, recreate_database, wait_for_queues
+from tests.conftest import WorkerProcess, bearer, make_key, recreate_database, wait_for_queues
 
 JOBS = 20
 BENCH_DB = "steno_bench"
@@ -43,8 +43,8 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     }
 
 
-async def _drive(base: str, clip: bytes) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+async def _drive(base: str, clip: bytes, key: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base, timeout=120, headers=bearer(key)) as client:
         deadline = time.monotonic() + 180
         while (await client.get("/readyz")).status_code != 200:
             if time.monotonic() > deadline:
@@ -104,8 +104,10 @@ def run() -> dict[str, Any]:
             model_dir=base.models_dir.resolve(),
             port=_free_port(),
             log_level="WARNING",
+            submits_per_minute=0,
         )
         migrate(settings)
+        key = make_key(settings, "bench")
         clip = speak(" ".join(SENTENCES[:3]), Path(tmp) / "clip.wav").read_bytes()
         processes = [
             WorkerProcess(name, settings, Path(tmp))
@@ -113,7 +115,7 @@ def run() -> dict[str, Any]:
         ]
         try:
             wait_for_queues(settings, {"io", "gpu"})
-            figures = asyncio.run(_drive(f"http://127.0.0.1:{settings.port}", clip))
+            figures = asyncio.run(_drive(f"http://127.0.0.1:{settings.port}", clip, key))
         finally:
             for process in processes:
                 process.stop()

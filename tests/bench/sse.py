@@ -32,7 +32,7 @@ from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.events import schemas as events
 from service.core.events.publish import emit
 from service.core.settings import Settings, load_settings
-from tests.conftest import descendants, free_port, recreate_database, start_api
+from tests.conftest import descendants, free_port, make_key, recreate_database, start_api
 
 CLIENTS = 1000
 CLIENT_PROCESSES = 2
@@ -73,7 +73,13 @@ def _rss_bytes(pid: int) -> int:
 
 
 async def _client_main(
-    base: str, job_ids: list[str], count: int, ready: MpEvent, out: Any, deadline: float
+    base: str,
+    job_ids: list[str],
+    count: int,
+    ready: MpEvent,
+    out: Any,
+    deadline: float,
+    key: str,
 ) -> None:
     import aiohttp
 
@@ -106,7 +112,10 @@ async def _client_main(
 
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers
+    ) as session:
         tasks = [asyncio.create_task(one(session, job_ids[i % len(job_ids)])) for i in range(count)]
         try:
             await asyncio.wait_for(all_connected.wait(), 120)
@@ -120,10 +129,16 @@ async def _client_main(
 
 
 def _client_process(
-    base: str, job_ids: list[str], count: int, ready: MpEvent, out: Any, deadline: float
+    base: str,
+    job_ids: list[str],
+    count: int,
+    ready: MpEvent,
+    out: Any,
+    deadline: float,
+    key: str,
 ) -> None:
     _raise_fd_limit()
-    asyncio.run(_client_main(base, job_ids, count, ready, out, deadline))
+    asyncio.run(_client_main(base, job_ids, count, ready, out, deadline, key))
 
 
 async def _make_jobs(settings: Settings) -> list[str]:
@@ -193,6 +208,7 @@ def run() -> dict[str, Any]:
             sse_heartbeat_seconds=15.0,
         )
         migrate(settings)
+        key = make_key(settings, "bench", owner="tests")
         job_ids = asyncio.run(_make_jobs(settings))
         api, base = start_api(settings, Path(tmp))
         try:
@@ -207,7 +223,7 @@ def run() -> dict[str, Any]:
                 ready = context.Event()
                 process = context.Process(
                     target=_client_process,
-                    args=(base, job_ids, per_process, ready, out, deadline),
+                    args=(base, job_ids, per_process, ready, out, deadline, key),
                 )
                 process.start()
                 readies.append(ready)
