@@ -24,6 +24,7 @@ from service.core.errors import (
     TooManyStreams,
     UnsupportedMediaType,
     UnsupportedModel,
+    UrlForbidden,
     UrlUnreadable,
     ValidationFailed,
 )
@@ -44,6 +45,7 @@ HTTP_STATUS: dict[type[StenoError], int] = {
     InvalidAudio: 422,
     InvalidUrl: 422,
     UnsupportedModel: 422,
+    UrlForbidden: 422,
     UrlUnreadable: 422,
     ValidationFailed: 422,
     TooManyStreams: 429,

@@ -34,6 +34,7 @@ from service.infra import asyncpg_dsn, resolve_services
 
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = ("completed", "failed", "cancelled")
+LOOPBACK_ALLOWED = ("127.0.0.1/32", "::1/128")
 
 # One INFO line per polling request would bury a failing test's own output.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -87,6 +88,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         outbox_grace_seconds=0.5,
         lease_seconds=8.0,
         log_level="INFO",
+        # Audio URLs in tests are served on loopback, which the egress refuses by default.
+        egress_allow=LOOPBACK_ALLOWED,
     )
     migrate(test_settings)
     yield test_settings

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from typing import Annotated, Any
 
-import httpx
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.background_tasks import BackgroundTask
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core import transitions
 from service.core.broker import Publisher
+from service.core.egress import EgressClient
 from service.core.errors import (
     BadRequest,
     JobNotFound,
@@ -87,7 +87,7 @@ class JobController(Controller):
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
         settings: NamedDependency[Settings],
         publisher: NamedDependency[Publisher],
-        http: NamedDependency[httpx.AsyncClient],
+        http: NamedDependency[EgressClient],
     ) -> Response[JobView]:
         """Accept a job and publish its first task after the commit (in the background)."""
         content_type = request.headers.get("content-type", "")
