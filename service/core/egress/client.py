@@ -35,7 +35,10 @@ class _RedactedUrls(logging.Filter):
     """Takes queries and credentials out of a client library's log line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # logging reports the broken record itself
         if "?" in message or "@" in message:
             scrubbed = _CREDENTIALS.sub(r"\1", _QUERY.sub("", message))
             record.msg, record.args = scrubbed, ()
