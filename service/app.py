@@ -20,6 +20,7 @@ from service.auth.limits import StreamSlots
 from service.auth.middleware import bearer_auth
 from service.core.broker import CeleryPublisher, GuardedPublisher, make_producer_app
 from service.core.db.engine import make_engine, make_sessionmaker
+from service.core.egress import EgressClient
 from service.core.settings import Settings, load_settings
 from service.events.controllers import EventController
 from service.events.hub import EventHub
@@ -46,10 +47,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.redis = redis
         app.state.publisher = GuardedPublisher(CeleryPublisher(producer))
         app.state.census = WorkerCensus(producer)
-        app.state.http = httpx.AsyncClient(
-            follow_redirects=True,
-            timeout=httpx.Timeout(settings.url_check_timeout_seconds or 5.0),
-            headers={"user-agent": "steno/0.1 (+audio url check)"},
+        check_seconds = settings.url_check_timeout_seconds or 5.0
+        app.state.http = EgressClient.from_settings(
+            settings,
+            deadline=check_seconds,
+            timeout=httpx.Timeout(check_seconds),
+            user_agent="steno/0.1 (+audio url check)",
         )
         # The hub's XREAD blocks, so it has a connection of its own.
         hub_redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)

@@ -28,6 +28,7 @@ from service.core.errors import (
     Unauthorized,
     UnsupportedMediaType,
     UnsupportedModel,
+    UrlForbidden,
     UrlUnreadable,
     ValidationFailed,
 )
@@ -49,6 +50,7 @@ HTTP_STATUS: dict[type[StenoError], int] = {
     InvalidAudio: 422,
     InvalidUrl: 422,
     UnsupportedModel: 422,
+    UrlForbidden: 422,
     UrlUnreadable: 422,
     ValidationFailed: 422,
     Unauthorized: 401,

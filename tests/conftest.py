@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The owner of the session's API key: jobs tests insert directly belong to it.
 TEST_OWNER = "tests"
 FINAL = ("completed", "failed", "cancelled")
+LOOPBACK_ALLOWED = ("127.0.0.1/32", "::1/128")
 
 # One INFO line per polling request would bury a failing test's own output.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -93,6 +94,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         log_level="INFO",
         # The suites submit hundreds of jobs a minute; the limit has tests of its own.
         submits_per_minute=0,
+        # Audio URLs in tests are served on loopback, which the egress refuses by default.
+        egress_allow=LOOPBACK_ALLOWED,
     )
     migrate(test_settings)
     # Child processes (the CLI) present this key through STENO_API_KEY.

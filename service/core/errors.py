@@ -95,6 +95,13 @@ class UrlUnreadable(StenoError):
     code = "url_unreadable"
 
 
+class UrlForbidden(StenoError):
+    """A URL (or a redirect) names an address Steno must not reach: private, loopback,
+    link-local, metadata and the like, or a scheme or credentials it does not send."""
+
+    code = "url_forbidden"
+
+
 class UnsupportedModel(StenoError):
     """The job names a model this deployment does not serve."""
 

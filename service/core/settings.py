@@ -6,8 +6,10 @@ in the code base reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -46,6 +48,9 @@ class Settings:
     fetch_timeout_seconds: float = 60.0
     # The API checks an audio_url answers before accepting the job; 0 turns the check off.
     url_check_timeout_seconds: float = 5.0
+    # CIDRs or host names every outbound request may reach although they are private,
+    # loopback or link-local (tests, on-premises storage); see service.core.egress.
+    egress_allow: tuple[str, ...] = ()
     db_pool_size: int = 20
     io_concurrency: int = 200
     gpu_concurrency: int = 1
@@ -175,6 +180,19 @@ def _convert(name: str, raw: str, annotation: Any) -> Any:
     return raw
 
 
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?", re.IGNORECASE)
+
+
+def _egress_entry_ok(entry: str) -> bool:
+    """A CIDR or address, or an ASCII host name (the forms ``STENO_EGRESS_ALLOW`` takes)."""
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        labels = entry.removesuffix(".").split(".")
+        return len(entry) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+    return True
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from ``STENO_*`` variables (``os.environ`` by default) and overrides."""
     env = os.environ if environ is None else environ
@@ -214,6 +232,11 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_SSE_MAX_STREAMS_PER_KEY must be at least 1")
     if settings.submits_per_minute < 0:
         raise SettingsError("STENO_SUBMITS_PER_MINUTE must not be negative")
+    for entry in settings.egress_allow:
+        if not _egress_entry_ok(entry):
+            raise SettingsError(
+                f"STENO_EGRESS_ALLOW: {entry!r} is neither a CIDR/address nor a host name"
+            )
     if settings.transcribe_delay_seconds < 0:
         raise SettingsError("STENO_TRANSCRIBE_DELAY_SECONDS must not be negative")
     shortest = settings.min_visibility_timeout

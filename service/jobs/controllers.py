@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from typing import Annotated, Any
 
-import httpx
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.background_tasks import BackgroundTask
@@ -20,6 +19,7 @@ from service.auth.keys import Principal
 from service.auth.limits import check_submit_rate
 from service.core import transitions
 from service.core.broker import Publisher
+from service.core.egress import EgressClient
 from service.core.errors import (
     BadRequest,
     JobNotFound,
@@ -89,7 +89,7 @@ class JobController(Controller):
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
         settings: NamedDependency[Settings],
         publisher: NamedDependency[Publisher],
-        http: NamedDependency[httpx.AsyncClient],
+        http: NamedDependency[EgressClient],
         principal: NamedDependency[Principal],
         redis: NamedDependency[Redis],
     ) -> Response[JobView]:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.core import transitions
 from service.core.audio import content_type_accepted, probe_audio
 from service.core.db.models import Job
+from service.core.egress import EgressClient
 from service.core.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
 from service.core.outbox import add_message
 from service.core.routing import next_task
@@ -192,16 +193,19 @@ async def accept_url(
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
     request: SubmitUrl,
-    http: httpx.AsyncClient,
+    http: EgressClient,
     *,
     owner: str,
 ) -> Accepted:
     """Enqueue a job whose audio an IO worker will fetch from ``audio_url``.
 
-    Unless ``STENO_URL_CHECK_TIMEOUT_SECONDS`` is 0, the URL must answer first (see
-    ``service.jobs.urlcheck``), so an unreadable URL is a 4xx rather than a failed job.
+    A URL the egress refuses as written (scheme, credentials, a forbidden address in any
+    spelling) is ``UrlForbidden`` at once. Unless ``STENO_URL_CHECK_TIMEOUT_SECONDS`` is 0,
+    the URL must then answer (see ``service.jobs.urlcheck``; its host name is resolved and
+    checked there), so an unreadable or forbidden URL is a 4xx rather than a failed job.
     """
     url = check_audio_url(request.audio_url)
+    http.policy.check_url(url)
     options = parse_options(
         settings,
         model=request.model,

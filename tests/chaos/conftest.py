@@ -45,6 +45,7 @@ from service.core.settings import Settings, load_settings
 from tests.audio import SENTENCES, speak
 from tests.conftest import (
     FINAL,
+    LOOPBACK_ALLOWED,
     ROOT,
     WorkerProcess,
     bearer,
@@ -66,6 +67,8 @@ CHAOS_SETTINGS: dict[str, Any] = {
     # A queued job whose message sat with a dead worker is re-sent after this (not an hour).
     "redrive_after_seconds": 20.0,
     "url_check_timeout_seconds": 0.0,
+    # The audio servers of these scenarios listen on loopback.
+    "egress_allow": LOOPBACK_ALLOWED,
     "transcribe_delay_seconds": 1.5,
     "log_level": "INFO",
 }

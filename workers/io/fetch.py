@@ -1,25 +1,25 @@
 """Fetching a job's audio from its ``audio_url`` (async, on the IO pool).
 
-Downloads with the shared httpx client straight to disk under a byte cap, probes the file,
-then records it on the job and enqueues transcription in one transaction.
+Downloads through the shared egress client (every hop checked, the connection pinned to a
+checked address, a total deadline) straight to disk under a byte cap, probes the file, then
+records it on the job and enqueues transcription in one transaction. A URL or redirect to a
+forbidden address fails the job with ``url_forbidden`` at once, without a retry. URLs appear
+in logs and error details only through ``redact`` (no query: presigned signatures stay out).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from service.core import transitions
 from service.core.audio import content_type_accepted, probe_audio
+from service.core.egress import EgressClient, body_chunks, redact
 from service.core.errors import (
     EmptyFile,
-    PayloadTooLarge,
     StenoError,
     UnsupportedMediaType,
     UrlUnreadable,
@@ -61,13 +61,16 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
     part = final.with_suffix(".part")
     try:
         try:
-            async with asyncio.timeout(settings.fetch_deadline):
-                content_type, size = await _download(
-                    ctx["http"], url, part, settings.max_upload_bytes
-                )
+            content_type, size = await _download(
+                ctx["http"],
+                url,
+                part,
+                max_bytes=settings.max_upload_bytes,
+                deadline=settings.fetch_deadline,
+            )
         except TimeoutError as exc:
             raise UrlUnreadable(
-                f"downloading {url} took longer than {settings.fetch_deadline:.0f} s"
+                f"downloading {redact(url)} took longer than {settings.fetch_deadline:.0f} s"
             ) from exc
         if not content_type_accepted(content_type):
             raise UnsupportedMediaType(f"the URL serves {content_type!r}, not audio")
@@ -85,7 +88,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
             log.warning("job %s: fetch attempt %d failed: %r", job_id, ctx["job_try"], exc)
             raise Retry(defer=backoff(ctx["job_try"])) from exc
         detail = str(exc) or type(exc).__name__
-        return await _fail(ctx, job_uuid, UrlUnreadable(f"could not fetch {url}: {detail}"))
+        return await _fail(ctx, job_uuid, UrlUnreadable(f"could not fetch {redact(url)}: {detail}"))
     except BaseException:
         _discard(part)
         raise
@@ -126,22 +129,19 @@ class _ServerError(Exception):
 
 
 async def _download(
-    client: httpx.AsyncClient, url: str, dest: Path, max_bytes: int
+    client: EgressClient, url: str, dest: Path, *, max_bytes: int, deadline: float
 ) -> tuple[str | None, int]:
-    async with client.stream("GET", url) as response:
+    """Stream ``url`` to ``dest``; raises ``TimeoutError`` past ``deadline`` seconds."""
+    async with client.stream("GET", url, deadline=deadline) as response:
         if response.status_code >= 500 or response.status_code == 429:
             raise _ServerError(f"the server answered {response.status_code}")
         if response.status_code >= 400:
-            raise UrlUnreadable(f"the server answered {response.status_code} for {url}")
-        announced = response.headers.get("content-length")
-        if announced and announced.isdigit() and int(announced) > max_bytes:
-            raise PayloadTooLarge(f"the audio at the URL is larger than {max_bytes} bytes")
+            raise UrlUnreadable(f"the server answered {response.status_code} for {redact(url)}")
         size = 0
+        chunks = body_chunks(response, max_bytes=max_bytes, what="the audio at the URL")
         with dest.open("wb") as out:
-            async for chunk in response.aiter_bytes(256 * 1024):
+            async for chunk in chunks:
                 size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"the audio at the URL is larger than {max_bytes} bytes")
                 out.write(chunk)
     if size == 0:
         raise EmptyFile("the URL served an empty file")

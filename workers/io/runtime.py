@@ -1,7 +1,7 @@
 """The IO worker's shared async resources, made in ``on_startup`` and closed in ``on_shutdown``.
 
 They live on the worker's one asyncio loop (``workers.arq``) and reach every handler in its
-arq ``ctx``: settings, the outbox publisher, the httpx client, the database engine and
+arq ``ctx``: settings, the outbox publisher, the egress HTTP client, the database engine and
 sessions, the broker's Redis (for the relay's marker) and ``run_process``.
 """
 
@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from service.core.broker import CeleryPublisher
 from service.core.db.engine import make_engine, make_sessionmaker
+from service.core.egress import EgressClient
 from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,13 @@ async def startup(ctx: dict[str, Any]) -> None:
         settings=s,
         publisher=CeleryPublisher(app),
         run_process=functools.partial(run_process, ctx["in_hub"]),
-        http=httpx.AsyncClient(
-            limits=limits,
+        # Every fetch goes through the egress: checked hops, pinned connections.
+        http=EgressClient.from_settings(
+            s,
+            deadline=s.fetch_deadline,
             timeout=httpx.Timeout(s.fetch_timeout_seconds, connect=10.0),
-            follow_redirects=True,
-            headers={"user-agent": "steno/0.1 (+audio fetcher)"},
+            limits=limits,
+            user_agent="steno/0.1 (+audio fetcher)",
         ),
         engine=engine,
         sessions=make_sessionmaker(engine),
