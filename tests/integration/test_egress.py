@@ -23,6 +23,7 @@ from service.core import transitions
 from service.core.db.models import Job
 from service.core.egress import EgressClient
 from service.core.settings import Settings
+from tests.conftest import bearer
 from tests.egress import LocalServer, RecordingNetwork, audio, redirect
 from workers.io.fetch import fetch_audio
 
@@ -39,6 +40,7 @@ async def recording_api(
     changed = dataclasses.replace(settings, **overrides)
     network = RecordingNetwork()
     async with AsyncTestClient(create_app(changed), timeout=60) as client:
+        client.headers.update(bearer(settings.api_key))
         made = client.app.state.http
         client.app.state.http = EgressClient.from_settings(
             changed,
@@ -196,7 +198,10 @@ async def _fetch(
     job_id = uuid.uuid4()
     async with sessions() as session, session.begin():
         await transitions.create_job(
-            session, transitions.NewJob(id=job_id, source="url", model="tiny.en", audio_url=url)
+            session,
+            transitions.NewJob(
+                id=job_id, owner="tests", source="url", model="tiny.en", audio_url=url
+            ),
         )
     network = RecordingNetwork()
     egress_settings = dataclasses.replace(settings, egress_allow=allow)
