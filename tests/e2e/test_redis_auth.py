@@ -259,7 +259,7 @@ async def test_the_api_is_ready_on_a_redis_with_a_user_and_password(
 
 
 async def test_an_upload_is_transcribed_through_a_password_protected_redis(
-    auth_client: httpx.AsyncClient, auth_settings: Settings, speech_server: str, tmp_path: Path
+    auth_client: httpx.AsyncClient, auth_settings: Settings, tmp_path: Path
 ) -> None:
     # Given speech, when it is uploaded to the API on the password-protected Redis
     audio = speak(SPOKEN, tmp_path / "upload.wav")
