@@ -8,8 +8,10 @@ a visibility timeout longer than any hard time limit) cannot drift apart between
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 from kombu.entity import Exchange, Queue
@@ -123,4 +125,22 @@ def celery_app(
     """
     app = Celery(main, broker=broker, include=list(include), set_as_current=current)
     app.conf.update(celery_conf(**conf))
+    use_ssl = broker_use_ssl(broker)
+    if use_ssl is not None:
+        app.conf.broker_use_ssl = use_ssl
     return app
+
+
+def broker_use_ssl(broker: str) -> dict[str, Any] | None:
+    """Celery's ``broker_use_ssl`` for ``broker``: verify the server unless the URL says how.
+
+    A ``rediss://`` URL without ``ssl_*`` options in its query would make kombu connect
+    without checking the certificate at all (it only warns), where redis-py checks it
+    against the system's CAs; this makes the broker check it the same way. A URL that
+    carries its own options (``?ssl_ca_certs=...``) is left to them: kombu reads them from
+    the URL. None for any other broker.
+    """
+    parts = urlsplit(broker)
+    if parts.scheme != "rediss" or any(name.startswith("ssl_") for name in parse_qs(parts.query)):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}

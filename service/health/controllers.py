@@ -10,6 +10,7 @@ from celery import Celery
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -103,6 +104,9 @@ async def _check_redis(redis: Redis) -> Check:
     try:
         async with asyncio.timeout(2.0):
             await redis.ping()
+    except (AuthenticationError, NoPermissionError) as exc:
+        # It answers, but not to these credentials: a configuration problem, not an outage.
+        return Check(ok=False, detail=f"Redis refused the credentials: {type(exc).__name__}")
     except Exception as exc:
         return Check(ok=False, detail=f"Redis unreachable: {type(exc).__name__}")
     return Check(ok=True, detail="ok")

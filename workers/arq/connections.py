@@ -13,10 +13,10 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 from uuid import uuid4
 
 from celery import Celery
@@ -58,8 +58,16 @@ class RedisSettings:
     unix_socket_path: str | None = None
     database: int = 0
     username: str | None = None
-    password: str | None = None
+    # Kept out of the repr: settings end up in log lines and tracebacks.
+    password: str | None = field(default=None, repr=False)
     ssl: bool = False
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_cert_reqs: str = "required"
+    ssl_ca_certs: str | None = None
+    ssl_ca_data: str | None = None
+    # True, unlike arq: what redis-py and kombu do with the same rediss:// URL.
+    ssl_check_hostname: bool = True
     conn_timeout: int = 1
     conn_retries: int = 5
     conn_retry_delay: int = 1
@@ -67,36 +75,61 @@ class RedisSettings:
 
     @classmethod
     def from_dsn(cls, dsn: str) -> RedisSettings:
-        """Settings from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+        """Settings from a ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+        The user and password are percent-decoded, as redis-py and kombu decode them; a
+        ``rediss://`` URL's TLS options come from its query (redis-py's names, e.g.
+        ``?ssl_ca_certs=/etc/steno/redis-ca.pem&ssl_cert_reqs=required``).
+        """
         conf = urlparse(dsn)
         if conf.scheme not in {"redis", "rediss", "unix"}:
             raise RuntimeError("invalid DSN scheme")
-        query_db = parse_qs(conf.query).get("db")
-        if query_db:
-            database = int(query_db[0])
+        query = {name: values[-1] for name, values in parse_qs(conf.query).items()}
+        if "db" in query:
+            database = int(query["db"])
         elif conf.scheme != "unix":
             database = int(conf.path.lstrip("/")) if conf.path.lstrip("/") else 0
         else:
             database = 0
+        tls: dict[str, Any] = {name: query[name] for name in _TLS_TEXT if name in query}
+        if "ssl_check_hostname" in query:
+            tls["ssl_check_hostname"] = query["ssl_check_hostname"].upper() not in _FALSE
         return cls(
             host=conf.hostname or "localhost",
             port=conf.port or 6379,
             ssl=conf.scheme == "rediss",
-            username=conf.username,
-            password=conf.password,
+            username=unquote(conf.username) if conf.username else None,
+            password=unquote(conf.password) if conf.password is not None else None,
             database=database,
             unix_socket_path=conf.path if conf.scheme == "unix" else None,
+            **tls,
         )
 
     def to_dsn(self) -> str:
         """These settings as a URL (what Celery's broker and redis-py take)."""
         if self.unix_socket_path:
             return f"unix://{self.unix_socket_path}?db={self.database}"
-        auth = ""
+        # Quoted whole ("/", "@", ":" included): a generated password may hold any of them.
+        auth = quote(self.username or "", safe="")
         if self.password is not None:
-            auth = f"{quote(self.username or '')}:{quote(self.password)}@"
+            auth += ":" + quote(self.password, safe="")
+        if auth:
+            auth += "@"
         scheme = "rediss" if self.ssl else "redis"
-        return f"{scheme}://{auth}{self.host}:{self.port}/{self.database}"
+        url = f"{scheme}://{auth}{self.host}:{self.port}/{self.database}"
+        if not self.ssl:
+            return url
+        tls: dict[str, str] = {
+            name: value for name in _TLS_TEXT if (value := getattr(self, name)) is not None
+        }
+        if not self.ssl_check_hostname:
+            tls["ssl_check_hostname"] = "false"
+        return f"{url}?{urlencode(tls)}"
+
+
+# TLS options a rediss:// URL may carry as text, under redis-py's (and arq's) names.
+_TLS_TEXT = ("ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data")
+_FALSE = ("0", "F", "FALSE", "N", "NO")  # redis-py's reading of a false query value
 
 
 class ArqRedis(Redis):
@@ -259,6 +292,16 @@ def _redis_kwargs(settings: RedisSettings) -> dict[str, Any]:
         kwargs["unix_socket_path"] = settings.unix_socket_path
     else:
         kwargs.update(host=settings.host, port=settings.port, ssl=settings.ssl)
+    if settings.ssl and not settings.unix_socket_path:
+        # The URL's CA and client certificate reach redis-py only through these.
+        kwargs.update(
+            ssl_keyfile=settings.ssl_keyfile,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_cert_reqs=settings.ssl_cert_reqs,
+            ssl_ca_certs=settings.ssl_ca_certs,
+            ssl_ca_data=settings.ssl_ca_data,
+            ssl_check_hostname=settings.ssl_check_hostname,
+        )
     return kwargs
 
 
