@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.core.db.engine import database_unreachable
 from service.core.errors import (
+    AudioGone,
     AudioTooLong,
     BadRequest,
     EmptyFile,
@@ -21,6 +22,7 @@ from service.core.errors import (
     JobAlreadyFinished,
     JobNotCompleted,
     JobNotFound,
+    JobNotRetryable,
     KeyNotFound,
     PayloadTooLarge,
     RateLimited,
@@ -43,6 +45,8 @@ HTTP_STATUS: dict[type[StenoError], int] = {
     KeyNotFound: 404,
     JobAlreadyFinished: 409,
     JobNotCompleted: 409,
+    JobNotRetryable: 409,
+    AudioGone: 409,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     AudioTooLong: 422,

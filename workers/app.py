@@ -38,6 +38,11 @@ def create_celery_app(settings: Settings) -> Celery:
                 # A sweep not run in time is superseded by the next one.
                 "options": {"expires": settings.outbox_sweep_seconds * 2},
             },
+            "retention-sweep": {
+                "task": TaskName.RETENTION_SWEEP.value,
+                "schedule": settings.retention_sweep_seconds,
+                "options": {"expires": settings.retention_sweep_seconds * 2},
+            },
         },
     )
     return app

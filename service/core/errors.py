@@ -53,6 +53,18 @@ class JobAlreadyFinished(StenoError):
     code = "job_already_finished"
 
 
+class JobNotRetryable(StenoError):
+    """Only a failed or cancelled job can be re-run (not an active or a completed one)."""
+
+    code = "job_not_retryable"
+
+
+class AudioGone(StenoError):
+    """The uploaded audio a re-run needs was deleted by retention."""
+
+    code = "audio_gone"
+
+
 class UnsupportedMediaType(StenoError):
     """The request's or the upload's content type is not one Steno accepts."""
 

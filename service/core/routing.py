@@ -29,12 +29,14 @@ class TaskName(enum.StrEnum):
 
     FETCH_AUDIO = "io.fetch_audio"
     RELAY_OUTBOX = "io.relay_outbox"
+    RETENTION_SWEEP = "io.retention_sweep"
     TRANSCRIBE = "gpu.transcribe"
 
 
 ROUTES: dict[TaskName, QueueName] = {
     TaskName.FETCH_AUDIO: QueueName.IO,
     TaskName.RELAY_OUTBOX: QueueName.IO,
+    TaskName.RETENTION_SWEEP: QueueName.IO,
     TaskName.TRANSCRIBE: QueueName.GPU,
 }
 

@@ -67,6 +67,12 @@ class Settings:
     outbox_sweep_seconds: float = 5.0
     outbox_grace_seconds: float = 2.0
     publish_timeout_seconds: float = 3.0
+    # Retention (beat's retention sweep, every retention_sweep_seconds): a finished job's audio
+    # is deleted this long after it finished, the job itself (transcript, events) after
+    # retain_jobs_seconds; 0 keeps them forever.
+    retain_audio_seconds: float = 7 * 86400.0
+    retain_jobs_seconds: float = 0.0
+    retention_sweep_seconds: float = 60.0
     # Progress events: each job's Redis Stream keeps about this many entries, and expires
     # this long after its last event (milestones also live in PostgreSQL).
     events_maxlen: int = 5000
@@ -237,6 +243,10 @@ def _validate(settings: Settings) -> None:
             raise SettingsError(
                 f"STENO_EGRESS_ALLOW: {entry!r} is neither a CIDR/address nor a host name"
             )
+    if min(settings.retain_audio_seconds, settings.retain_jobs_seconds) < 0:
+        raise SettingsError("STENO_RETAIN_AUDIO_SECONDS and _JOBS_SECONDS must not be negative")
+    if settings.retention_sweep_seconds <= 0:
+        raise SettingsError("STENO_RETENTION_SWEEP_SECONDS must be positive")
     if settings.transcribe_delay_seconds < 0:
         raise SettingsError("STENO_TRANSCRIBE_DELAY_SECONDS must not be negative")
     shortest = settings.min_visibility_timeout

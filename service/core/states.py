@@ -1,12 +1,16 @@
-"""A job's states and the transitions between them; every transition is in ``transitions``.
+"""A job's states and the transitions between them; every transition is in ``transitions``
+(the re-run, the one way out of a final state, is in ``rerun``).
 
 Every transition is one conditional UPDATE, so two processes racing on a job can never both
 win. A worker's claim bumps ``attempts``; that number is the fencing token every later write
-of that worker must present. The diagram, then each arrow's function::
+of that worker must present, and it never goes down (a re-run keeps it). The diagram, then
+each arrow's function::
 
                   ┌──── release_claim, reap (lease lapsed) ────┐
                   ▼                                            │
     create_job ─▶ queued ──────────── claim_job ──────────▶ running ──complete_job─▶ completed
+                  │ ▲                                          │
+                  │ └────── rerun_job ◀── failed, cancelled    │
                   │                                            │
                   ├─ fail_fetch, claim_job at cap ─▶ failed ◀─ fail_job, reap at cap
                   │                                            │
@@ -23,8 +27,12 @@ of that worker must present. The diagram, then each arrow's function::
     queued    failed     fail_fetch (the audio_url could not be read); claim_job at the cap
     queued    cancelled  cancel_job
     running   cancelled  cancel_job (the worker's next fenced write matches no row)
+    failed    queued     rerun_job (an operator's re-run: attempts kept, the cap counts
+    cancelled queued     claims since it; refused for an upload whose audio retention removed)
 
-``completed``, ``failed`` and ``cancelled`` are final.
+``completed``, ``failed`` and ``cancelled`` are final: no worker moves a job out of them, only
+the owner's ``rerun_job`` (from ``failed`` or ``cancelled``); retention deletes only final
+jobs, or their audio (``retention``).
 """
 
 from __future__ import annotations

@@ -54,6 +54,9 @@ class Claim:
     word_timestamps: bool
     initial_prompt: str | None
     filename: str | None = None
+    # ``attempts`` at the job's latest re-run: this claim is attempt ``token - attempts_base``
+    # of the run, which is what the cap counts.
+    attempts_base: int = 0
 
 
 async def create_job(session: AsyncSession, new: NewJob) -> Job:
@@ -120,6 +123,10 @@ async def delete_job(session: AsyncSession, job_id: uuid.UUID, *, owner: str) ->
     return path
 
 
+# Claims since the job's latest re-run: what the attempt cap counts (see ``rerun``).
+_spent = Job.attempts - Job.attempts_base
+
+
 async def claim_job(
     session: AsyncSession,
     job_id: uuid.UUID,
@@ -141,7 +148,7 @@ async def claim_job(
     row = (
         await session.execute(
             update(Job)
-            .where(Job.id == job_id, claimable, Job.attempts < max_attempts)
+            .where(Job.id == job_id, claimable, _spent < max_attempts)
             .values(
                 status=JobStatus.running,
                 attempts=Job.attempts + 1,
@@ -169,13 +176,14 @@ async def claim_job(
                 Job.word_timestamps,
                 Job.initial_prompt,
                 Job.filename,
+                Job.attempts_base,
             )
         )
     ).first()
     if row is None:
         await session.execute(
             update(Job)
-            .where(Job.id == job_id, claimable, Job.attempts >= max_attempts)
+            .where(Job.id == job_id, claimable, _spent >= max_attempts)
             .values(
                 status=JobStatus.failed,
                 error_code="too_many_attempts",
@@ -196,6 +204,7 @@ async def claim_job(
         word_timestamps=row.word_timestamps,
         initial_prompt=row.initial_prompt,
         filename=row.filename,
+        attempts_base=row.attempts_base,
     )
 
 
@@ -233,7 +242,7 @@ async def reap_expired_leases(
     failed_ids = sorted(
         await _mark_failed(
             session,
-            and_(Job.id.in_(picked), Job.attempts >= max_attempts),
+            and_(Job.id.in_(picked), _spent >= max_attempts),
             code="too_many_attempts",
             detail=_lease_lapsed(f"gave up after {max_attempts} attempts"),
         )
@@ -241,7 +250,7 @@ async def reap_expired_leases(
     rows = (
         await session.execute(
             update(Job)
-            .where(Job.id.in_(picked), Job.attempts < max_attempts)
+            .where(Job.id.in_(picked), _spent < max_attempts)
             .values(
                 status=JobStatus.queued,
                 progress_stage="queued",

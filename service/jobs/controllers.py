@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.auth.keys import Principal
 from service.auth.limits import check_submit_rate
-from service.core import transitions
+from service.core import rerun, transitions
 from service.core.broker import Publisher
 from service.core.egress import EgressClient
 from service.core.errors import (
@@ -201,6 +201,27 @@ class JobController(Controller):
         async with sessions() as session, session.begin():
             audio_path = await transitions.delete_job(session, job_uuid, owner=principal.owner)
         await asyncio.to_thread(remove_audio, settings.audio_dir, job_uuid, audio_path)
+
+    @post("/{job_id:str}/retry", status_code=202, summary="Re-run a failed or cancelled job")
+    async def retry(
+        self,
+        job_id: FromPath[str],
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+        redis: NamedDependency[Redis],
+        settings: NamedDependency[Settings],
+        publisher: NamedDependency[Publisher],
+        principal: NamedDependency[Principal],
+    ) -> Response[JobView]:
+        """Queue the job again with its audio; 409 when it is active or completed
+        (``job_not_retryable``) or its uploaded audio was removed (``audio_gone``)."""
+        async with sessions() as session, session.begin():
+            again = await rerun.rerun_job(
+                session, settings, parse_job_id(job_id), owner=principal.owner
+            )
+        await rerun.restart_events(redis, sessions, settings, again.job.id)
+        return _accepted_response(
+            Accepted(job=again.job, outbox_id=again.outbox_id), sessions, publisher
+        )
 
 
 def _accepted_response(

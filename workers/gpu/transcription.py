@@ -137,7 +137,7 @@ def _load_or_release(runtime: GpuRuntime, claim: transitions.Claim) -> Any:
         return runtime.model(claim.model)
     except Exception as exc:
         log.exception("job %s: model %r would not load", claim.job_id, claim.model)
-        if claim.token >= runtime.settings.max_attempts:
+        if claim.token - claim.attempts_base >= runtime.settings.max_attempts:
             raise ModelUnavailable(
                 f"model {claim.model!r} could not be loaded: {type(exc).__name__}: {exc}"
             ) from exc

@@ -44,6 +44,15 @@ class Job(Base):
         CheckConstraint("source IN ('upload', 'url')", name="jobs_source_valid"),
         # Listing pages newest first by (created_at, id), one owner's jobs at a time.
         Index("ix_jobs_owner_created_at", "owner", "created_at", "id"),
+        # The retention sweep: the oldest finished jobs, and those that still hold audio.
+        Index(
+            "ix_jobs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")
+        ),
+        Index(
+            "ix_jobs_finished_with_audio",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL AND audio_path IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -66,6 +75,11 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # ``attempts`` at the latest re-run: the cap counts claims since then, while ``attempts``
+    # (the fencing token) never goes down.
+    attempts_base: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
     worker: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
