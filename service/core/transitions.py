@@ -33,6 +33,8 @@ class NewJob:
     language: str | None = None
     word_timestamps: bool = False
     initial_prompt: str | None = None
+    task: str = "transcribe"
+    temperature: float | None = None
     audio_url: str | None = None
     audio_path: str | None = None
     filename: str | None = None
@@ -54,6 +56,8 @@ class Claim:
     word_timestamps: bool
     initial_prompt: str | None
     filename: str | None = None
+    task: str = "transcribe"
+    temperature: float | None = None
 
 
 async def create_job(session: AsyncSession, new: NewJob) -> Job:
@@ -67,6 +71,8 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
         language=new.language,
         word_timestamps=new.word_timestamps,
         initial_prompt=new.initial_prompt,
+        task=new.task,
+        temperature=new.temperature,
         audio_url=new.audio_url,
         audio_path=new.audio_path,
         filename=new.filename,
@@ -169,6 +175,8 @@ async def claim_job(
                 Job.word_timestamps,
                 Job.initial_prompt,
                 Job.filename,
+                Job.task,
+                Job.temperature,
             )
         )
     ).first()
@@ -196,6 +204,8 @@ async def claim_job(
         word_timestamps=row.word_timestamps,
         initial_prompt=row.initial_prompt,
         filename=row.filename,
+        task=row.task,
+        temperature=row.temperature,
     )
 
 
