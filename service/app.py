@@ -27,6 +27,7 @@ from service.events.hub import EventHub
 from service.health.controllers import HealthController, WorkerCensus
 from service.http_errors import EXCEPTION_HANDLERS
 from service.jobs.controllers import JobController
+from service.openai import openai_router
 from service.web import web_routes
 
 # The API's /v1 controllers: each is served behind the API-key middleware.
@@ -87,6 +88,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             # Everything under /v1 needs a key; the page, probes and the schema stay open.
             Router(path="/", route_handlers=V1_CONTROLLERS, middleware=[bearer_auth()]),
+            # /v1/audio/*: OpenAI's API, behind the same keys, answering errors in its shape.
+            openai_router(),
             HealthController,
             *web_routes(),
         ],

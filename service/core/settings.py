@@ -86,6 +86,10 @@ class Settings:
     # Job submissions one API key may make in any minute (a sliding window in Redis); 0 turns the
     # limit off.
     submits_per_minute: int = 120
+    # How long an OpenAI-compatible request (/v1/audio/*) waits for its job before answering
+    # 504 with the job's id; below the openai client's 600 s read timeout, so that the client
+    # gets the answer instead of timing out and sending the audio again.
+    openai_wait_seconds: float = 540.0
     log_level: str = "INFO"
     # Redis visibility timeout; 0 means twice the longest hard time limit. Anything shorter
     # than that is refused at startup: a live task would be handed out a second time.
@@ -238,6 +242,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_SSE_MAX_STREAMS_PER_KEY must be at least 1")
     if settings.submits_per_minute < 0:
         raise SettingsError("STENO_SUBMITS_PER_MINUTE must not be negative")
+    if settings.openai_wait_seconds <= 0:
+        raise SettingsError("STENO_OPENAI_WAIT_SECONDS must be positive")
     for entry in settings.egress_allow:
         if not _egress_entry_ok(entry):
             raise SettingsError(

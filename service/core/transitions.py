@@ -33,6 +33,8 @@ class NewJob:
     language: str | None = None
     word_timestamps: bool = False
     initial_prompt: str | None = None
+    task: str = "transcribe"
+    temperature: float | None = None
     audio_url: str | None = None
     audio_path: str | None = None
     filename: str | None = None
@@ -57,6 +59,8 @@ class Claim:
     # ``attempts`` at the job's latest re-run: this claim is attempt ``token - attempts_base``
     # of the run, which is what the cap counts.
     attempts_base: int = 0
+    task: str = "transcribe"
+    temperature: float | None = None
 
 
 async def create_job(session: AsyncSession, new: NewJob) -> Job:
@@ -70,6 +74,8 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
         language=new.language,
         word_timestamps=new.word_timestamps,
         initial_prompt=new.initial_prompt,
+        task=new.task,
+        temperature=new.temperature,
         audio_url=new.audio_url,
         audio_path=new.audio_path,
         filename=new.filename,
@@ -177,6 +183,8 @@ async def claim_job(
                 Job.initial_prompt,
                 Job.filename,
                 Job.attempts_base,
+                Job.task,
+                Job.temperature,
             )
         )
     ).first()
@@ -205,6 +213,8 @@ async def claim_job(
         initial_prompt=row.initial_prompt,
         filename=row.filename,
         attempts_base=row.attempts_base,
+        task=row.task,
+        temperature=row.temperature,
     )
 
 

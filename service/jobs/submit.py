@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,7 +30,7 @@ from service.core.settings import Settings
 from service.core.storage import incoming_path
 from service.jobs.formats import LANGUAGE_NAMES
 from service.jobs.schemas import SubmitUrl
-from service.jobs.uploads import receive_upload
+from service.jobs.uploads import ReceivedUpload, receive_upload
 from service.jobs.urlcheck import check_url_readable
 
 MAX_PROMPT_CHARS = 2000
@@ -47,6 +47,10 @@ class JobOptions:
     language: str | None
     word_timestamps: bool
     initial_prompt: str | None
+    # Whisper's task (transcribe, or translate into English) and sampling temperature (None:
+    # Whisper's fallback schedule); only the OpenAI-compatible routes set them.
+    task: str = "transcribe"
+    temperature: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +133,13 @@ async def accept_upload(
     content_type: str,
     *,
     owner: str,
+    read_options: Callable[[ReceivedUpload], JobOptions] | None = None,
 ) -> Accepted:
-    """Receive, check and enqueue an uploaded file; nothing is left behind on failure."""
+    """Receive, check and enqueue an uploaded file; nothing is left behind on failure.
+
+    ``read_options`` turns the form's fields into the job's options (it raises what a bad
+    field deserves); by default Steno's own fields are read (see ``parse_options``).
+    """
     job_id = uuid.uuid4()
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
     path = incoming_path(settings.audio_dir, job_id)
@@ -144,12 +153,16 @@ async def accept_upload(
                 f"the file's content type {upload.content_type!r} is not audio"
             )
         fields = upload.fields
-        options = parse_options(
-            settings,
-            model=fields.get("model"),
-            language=fields.get("language"),
-            word_timestamps=fields.get("word_timestamps"),
-            initial_prompt=fields.get("initial_prompt"),
+        options = (
+            read_options(upload)
+            if read_options is not None
+            else parse_options(
+                settings,
+                model=fields.get("model"),
+                language=fields.get("language"),
+                word_timestamps=fields.get("word_timestamps"),
+                initial_prompt=fields.get("initial_prompt"),
+            )
         )
         info = await probe_audio(path, max_seconds=settings.max_audio_seconds)
         new = transitions.NewJob(

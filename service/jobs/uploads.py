@@ -52,6 +52,9 @@ class ReceivedUpload:
     filename: str | None
     content_type: str | None
     fields: dict[str, str] = field(default_factory=dict)
+    # Every value of each field in the order sent; ``fields`` keeps the last. A field may
+    # repeat, as OpenAI's ``timestamp_granularities[]`` does.
+    values: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -71,6 +74,7 @@ class _Receiver:
         self.dest = dest
         self.max_bytes = max_bytes
         self.fields: dict[str, str] = {}
+        self.values: dict[str, list[str]] = {}
         self.file: IO[bytes] | None = None
         self.file_size = 0
         self.other_bytes = 0
@@ -217,7 +221,9 @@ class _Receiver:
         if self._part.is_file and self.file is not None:
             self.file.close()
         elif self._part.filename is None and self._part.name:
-            self.fields[self._part.name] = self._part.value.decode("utf-8", errors="replace")
+            value = self._part.value.decode("utf-8", errors="replace")
+            self.fields[self._part.name] = value
+            self.values.setdefault(self._part.name, []).append(value)
 
     def on_end(self) -> None:
         self.ended = True
@@ -287,4 +293,5 @@ async def receive_upload(
         filename=receiver.filename,
         content_type=receiver.content_type,
         fields=receiver.fields,
+        values=receiver.values,
     )

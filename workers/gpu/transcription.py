@@ -219,6 +219,8 @@ def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Tr
             initial_prompt=claim.initial_prompt,
             fp16=runtime.device.startswith("cuda"),
             on_segment=on_segment,
+            task=claim.task,
+            temperature=claim.temperature,
         )
     except RuntimeError as exc:
         # whisper.load_audio wraps ffmpeg's failure this way.

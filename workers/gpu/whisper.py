@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 SAMPLE_RATE = 16_000
+# whisper.transcribe's own default: decode at 0, and hotter when a window fails its checks.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class ModelNotInstalled(Exception):
@@ -231,6 +233,8 @@ def transcribe(
     initial_prompt: str | None,
     fp16: bool,
     on_segment: Callable[[TranscriptSegment], None] | None = None,
+    task: str = "transcribe",
+    temperature: float | None = None,
 ) -> Transcript:
     """Transcribe one audio file with ``whisper.transcribe`` into a frozen ``Transcript``.
 
@@ -243,6 +247,11 @@ def transcribe(
     ``on_segment``, when given, is called exactly once per segment, in order, as soon as the
     30-second window containing it is decoded (at the latest before this function returns);
     an exception from it aborts the transcription.
+    ``task`` is ``transcribe`` or ``translate`` (into English; an English-only model only
+    transcribes, which for its English audio is the same text). ``temperature`` None or 0
+    keeps Whisper's fallback schedule (0.0, 0.2, ... 1.0: a window that fails the
+    compression or log-probability checks is decoded again hotter); above 0, that one
+    temperature is used for every window.
     """
     import whisper as openai_whisper
 
@@ -250,6 +259,7 @@ def transcribe(
     duration = len(audio) / SAMPLE_RATE
     if not model.is_multilingual:
         language = "en"
+        task = "transcribe"
     use_fp16 = fp16 and model.device.type == "cuda"
 
     delivered = 0
@@ -276,6 +286,8 @@ def transcribe(
             word_timestamps=word_timestamps,
             initial_prompt=initial_prompt,
             fp16=use_fp16,
+            task=task,
+            temperature=(temperature,) if temperature else FALLBACK_TEMPERATURES,
         )
     finally:
         if token is not None:

@@ -42,6 +42,7 @@ class Job(Base):
             name="jobs_status_valid",
         ),
         CheckConstraint("source IN ('upload', 'url')", name="jobs_source_valid"),
+        CheckConstraint("task IN ('transcribe', 'translate')", name="jobs_task_valid"),
         # Listing pages newest first by (created_at, id), one owner's jobs at a time.
         Index("ix_jobs_owner_created_at", "owner", "created_at", "id"),
         # The retention sweep: the oldest finished jobs, and those that still hold audio.
@@ -70,6 +71,12 @@ class Job(Base):
     model: Mapped[str] = mapped_column(Text, nullable=False)
     word_timestamps: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     initial_prompt: Mapped[str | None] = mapped_column(Text)
+    # Whisper's task: transcribe, or translate into English (multilingual models only).
+    task: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="transcribe", server_default="transcribe"
+    )
+    # Sampling temperature a client asked for; None keeps Whisper's fallback schedule.
+    temperature: Mapped[float | None] = mapped_column(Float)
     progress_stage: Mapped[str | None] = mapped_column(String(32))
     progress_percent: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     error_code: Mapped[str | None] = mapped_column(String(64))
