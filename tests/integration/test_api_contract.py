@@ -29,7 +29,7 @@ from service.core.db.models import Job, OutboxMessage
 from service.core.routing import FETCH_AUDIO, TRANSCRIBE
 from service.core.settings import Settings
 from tests.audio import speak
-from tests.conftest import bearer
+from tests.conftest import TEST_OWNER, bearer
 
 Sessions = async_sessionmaker[AsyncSession]
 Client = AsyncTestClient[Any]
@@ -365,7 +365,12 @@ async def test_unusable_options_are_refused_and_leave_nothing(
 
 
 async def _all_ids_newest_first(sessions: Sessions) -> list[str]:
-    query = select(Job.id).order_by(Job.created_at.desc(), Job.id.desc())
+    """Every job of the session key's owner (what its listing may show), newest first."""
+    query = (
+        select(Job.id)
+        .where(Job.owner == TEST_OWNER)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+    )
     async with sessions() as session:
         return [str(job_id) for job_id in (await session.scalars(query)).all()]
 
