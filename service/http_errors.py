@@ -16,12 +16,14 @@ from service.core.errors import (
     BadRequest,
     EmptyFile,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidAudio,
     InvalidUrl,
     JobAlreadyFinished,
     JobNotCompleted,
     JobNotFound,
     KeyNotFound,
+    NoWebhookEvent,
     PayloadTooLarge,
     RateLimited,
     StenoError,
@@ -56,6 +58,8 @@ HTTP_STATUS: dict[type[StenoError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     RateLimited: 429,
+    IdempotencyKeyReused: 422,
+    NoWebhookEvent: 409,
 }
 # Sent with every 401: how to authenticate.
 WWW_AUTHENTICATE = 'Bearer realm="steno"'

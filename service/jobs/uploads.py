@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +53,8 @@ class ReceivedUpload:
     filename: str | None
     content_type: str | None
     fields: dict[str, str] = field(default_factory=dict)
+    # The audio's SHA-256 (hex), computed as it streamed in.
+    sha256: str = ""
 
 
 @dataclass(slots=True)
@@ -73,6 +76,7 @@ class _Receiver:
         self.fields: dict[str, str] = {}
         self.file: IO[bytes] | None = None
         self.file_size = 0
+        self.file_hash = hashlib.sha256()
         self.other_bytes = 0
         self.file_seen = False
         self.filename: str | None = None
@@ -202,6 +206,7 @@ class _Receiver:
                 )
             assert self.file is not None
             self.file.write(chunk)
+            self.file_hash.update(chunk)
         else:
             # Everything beside the audio (fields, and other file parts, which are ignored)
             # shares one small budget, so a body of many parts can't fill memory.
@@ -287,4 +292,5 @@ async def receive_upload(
         filename=receiver.filename,
         content_type=receiver.content_type,
         fields=receiver.fields,
+        sha256=receiver.file_hash.hexdigest(),
     )

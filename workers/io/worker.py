@@ -18,6 +18,7 @@ from workers.arq import RedisSettings, func
 from workers.io.fetch import fetch_audio
 from workers.io.relay import relay_outbox
 from workers.io.runtime import shutdown, startup
+from workers.io.webhooks import deliver_webhook
 from workers.retry import TRANSIENT_RETRIES, transient_delay
 
 
@@ -27,11 +28,13 @@ def retry_transient(exc: BaseException, job_try: int) -> float | None:
 
 
 class WorkerSettings:
-    """The IO pool: fetches and the outbox relay, ``io_concurrency`` at a time."""
+    """The IO pool: fetches, webhook deliveries and the outbox relay, ``io_concurrency`` at
+    a time."""
 
     functions = (
         func(fetch_audio, name=TaskName.FETCH_AUDIO.value),
         func(relay_outbox, name=TaskName.RELAY_OUTBOX.value),
+        func(deliver_webhook, name=TaskName.DELIVER_WEBHOOK.value),
     )
     on_startup = startup
     on_shutdown = shutdown
