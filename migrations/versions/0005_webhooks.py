@@ -58,9 +58,13 @@ def upgrade() -> None:
     op.add_column("jobs", sa.Column("webhook_url", sa.Text(), nullable=True))
     op.add_column("jobs", sa.Column("webhook_key_id", sa.UUID(), nullable=True))
     op.create_foreign_key(
-        "jobs_webhook_key_id_fkey", "jobs", "api_keys", ["webhook_key_id"], ["id"],
+        "jobs_webhook_key_id_fkey",
+        "jobs",
+        "api_keys",
+        ["webhook_key_id"],
+        ["id"],
         ondelete="SET NULL",
-    )  # fmt: skip
+    )
     op.create_table(
         "webhook_secrets",
         sa.Column("key_id", sa.UUID(), nullable=False),

@@ -86,7 +86,7 @@ class Settings:
     # long a rotated secret still signs beside the new one; the Fernet keys sealing signing
     # secrets in PostgreSQL (comma list: the first seals, any opens; empty: stored unsealed).
     webhook_timeout_seconds: float = 10.0
-    webhook_max_attempts: int = 16
+    webhook_max_attempts: int = 15
     webhook_retry_base_seconds: float = 10.0
     webhook_retry_max_seconds: float = 6 * 3600.0
     webhook_secret_grace_seconds: float = 86400.0
