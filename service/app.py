@@ -29,9 +29,10 @@ from service.http_errors import EXCEPTION_HANDLERS
 from service.jobs.controllers import JobController
 from service.openai import openai_router
 from service.web import web_routes
+from service.webhooks.controllers import WebhookController
 
 # The API's /v1 controllers: each is served behind the API-key middleware.
-V1_CONTROLLERS = [JobController, EventController, KeyController]
+V1_CONTROLLERS = [JobController, EventController, KeyController, WebhookController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

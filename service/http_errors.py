@@ -17,6 +17,7 @@ from service.core.errors import (
     BadRequest,
     EmptyFile,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidAudio,
     InvalidUrl,
     JobAlreadyFinished,
@@ -24,6 +25,7 @@ from service.core.errors import (
     JobNotFound,
     JobNotRetryable,
     KeyNotFound,
+    NoWebhookEvent,
     PayloadTooLarge,
     RateLimited,
     StenoError,
@@ -60,6 +62,8 @@ HTTP_STATUS: dict[type[StenoError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     RateLimited: 429,
+    IdempotencyKeyReused: 422,
+    NoWebhookEvent: 409,
 }
 # Sent with every 401: how to authenticate.
 WWW_AUTHENTICATE = 'Bearer realm="steno"'

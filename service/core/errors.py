@@ -146,3 +146,15 @@ class TooManyStreams(RateLimited):
     """The key already holds ``STENO_SSE_MAX_STREAMS_PER_KEY`` open event streams."""
 
     code = "too_many_streams"
+
+
+class IdempotencyKeyReused(StenoError):
+    """An ``Idempotency-Key`` already used by this owner with a different request."""
+
+    code = "idempotency_key_reused"
+
+
+class NoWebhookEvent(StenoError):
+    """A redelivery was asked for a job that has no webhook event (yet)."""
+
+    code = "no_webhook_event"

@@ -30,6 +30,7 @@ class TaskName(enum.StrEnum):
     FETCH_AUDIO = "io.fetch_audio"
     RELAY_OUTBOX = "io.relay_outbox"
     RETENTION_SWEEP = "io.retention_sweep"
+    DELIVER_WEBHOOK = "io.deliver_webhook"
     TRANSCRIBE = "gpu.transcribe"
 
 
@@ -37,6 +38,7 @@ ROUTES: dict[TaskName, QueueName] = {
     TaskName.FETCH_AUDIO: QueueName.IO,
     TaskName.RELAY_OUTBOX: QueueName.IO,
     TaskName.RETENTION_SWEEP: QueueName.IO,
+    TaskName.DELIVER_WEBHOOK: QueueName.IO,
     TaskName.TRANSCRIBE: QueueName.GPU,
 }
 
@@ -56,6 +58,7 @@ def task_ref(name: TaskName) -> TaskRef:
 
 TRANSCRIBE = task_ref(TaskName.TRANSCRIBE)
 FETCH_AUDIO = task_ref(TaskName.FETCH_AUDIO)
+DELIVER_WEBHOOK = task_ref(TaskName.DELIVER_WEBHOOK)
 
 
 QUEUES = tuple(kombu_queue(q.value) for q in QueueName)

@@ -6,12 +6,13 @@ in the code base reads the environment.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -90,6 +91,18 @@ class Settings:
     # 504 with the job's id; below the openai client's 600 s read timeout, so that the client
     # gets the answer instead of timing out and sending the audio again.
     openai_wait_seconds: float = 540.0
+    # Webhooks (service.core.webhooks): each attempt's time limit; attempts per event, the
+    # backoff between them (base * 2^n up to the cap, with jitter: about a day in all); how
+    # long a rotated secret still signs beside the new one; the Fernet keys sealing signing
+    # secrets in PostgreSQL (comma list: the first seals, any opens; empty: stored unsealed).
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 15
+    webhook_retry_base_seconds: float = 10.0
+    webhook_retry_max_seconds: float = 6 * 3600.0
+    webhook_secret_grace_seconds: float = 86400.0
+    webhook_secrets_key: tuple[str, ...] = field(default=(), repr=False)
+    # How long an Idempotency-Key on POST /v1/jobs keeps answering with its job.
+    idempotency_ttl_seconds: float = 86400.0
     log_level: str = "INFO"
     # Redis visibility timeout; 0 means twice the longest hard time limit. Anything shorter
     # than that is refused at startup: a live task would be handed out a second time.
@@ -244,6 +257,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_SUBMITS_PER_MINUTE must not be negative")
     if settings.openai_wait_seconds <= 0:
         raise SettingsError("STENO_OPENAI_WAIT_SECONDS must be positive")
+    _validate_webhooks(settings)
     for entry in settings.egress_allow:
         if not _egress_entry_ok(entry):
             raise SettingsError(
@@ -264,3 +278,30 @@ def _validate(settings: Settings) -> None:
             "STENO_MAX_AUDIO_SECONDS / STENO_TRANSCRIBE_TIME_LIMIT_* / "
             "STENO_FETCH_TIMEOUT_SECONDS."
         )
+
+
+def _validate_webhooks(settings: Settings) -> None:
+    if settings.webhook_timeout_seconds <= 0 or settings.webhook_max_attempts < 1:
+        raise SettingsError(
+            "STENO_WEBHOOK_TIMEOUT_SECONDS must be > 0 and STENO_WEBHOOK_MAX_ATTEMPTS >= 1"
+        )
+    if not 0 < settings.webhook_retry_base_seconds <= settings.webhook_retry_max_seconds:
+        raise SettingsError(
+            "STENO_WEBHOOK_RETRY_BASE_SECONDS must be > 0 and at most _RETRY_MAX_SECONDS"
+        )
+    if settings.webhook_secret_grace_seconds < 0 or settings.idempotency_ttl_seconds <= 0:
+        raise SettingsError(
+            "STENO_WEBHOOK_SECRET_GRACE_SECONDS must be >= 0, STENO_IDEMPOTENCY_TTL_SECONDS > 0"
+        )
+    for key in settings.webhook_secrets_key:
+        try:
+            raw = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != 32:
+            # The value itself stays out of the message: it is a secret.
+            raise SettingsError(
+                "STENO_WEBHOOK_SECRETS_KEY: each entry must be a Fernet key (32 bytes, "
+                "url-safe base64), e.g. from python -c 'from cryptography.fernet import "
+                "Fernet; print(Fernet.generate_key().decode())'"
+            )

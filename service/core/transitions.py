@@ -41,6 +41,10 @@ class NewJob:
     content_type: str | None = None
     audio_bytes: int | None = None
     audio_seconds: float | None = None
+    webhook_url: str | None = None
+    webhook_key_id: uuid.UUID | None = None
+    audio_sha256: str | None = None
+    options_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,10 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
         content_type=new.content_type,
         audio_bytes=new.audio_bytes,
         audio_seconds=new.audio_seconds,
+        webhook_url=new.webhook_url,
+        webhook_key_id=new.webhook_key_id,
+        audio_sha256=new.audio_sha256,
+        options_digest=new.options_digest,
         progress_stage="queued",
         progress_percent=0.0,
         attempts=0,
@@ -411,6 +419,7 @@ async def attach_audio(
     audio_bytes: int,
     audio_seconds: float,
     content_type: str | None,
+    audio_sha256: str | None = None,
 ) -> bool:
     """Record fetched audio on a queued job that has none yet; False when that no longer fits."""
     result = await session.execute(
@@ -421,6 +430,7 @@ async def attach_audio(
             audio_bytes=audio_bytes,
             audio_seconds=audio_seconds,
             content_type=content_type,
+            audio_sha256=audio_sha256,
             progress_stage="queued",
             updated_at=func.now(),
         )

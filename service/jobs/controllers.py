@@ -33,7 +33,7 @@ from service.core.outbox import publish_pending
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.core.storage import remove_audio
-from service.jobs import queries
+from service.jobs import queries, reuse
 from service.jobs.formats import TranscriptFormat, render
 from service.jobs.openapi import SubmitOperation
 from service.jobs.schemas import JobPage, JobView, SubmitUrl
@@ -78,9 +78,11 @@ class JobController(Controller):
         summary="Submit audio for transcription",
         description=(
             "Either `multipart/form-data` with a `file` part (the audio) and optional fields "
-            "`language`, `model`, `word_timestamps`, `initial_prompt`; or a JSON body "
-            '`{"audio_url": "https://...", ...}` with the same options. Answers 202 with the '
-            "job and a `Location` header; follow it with `GET /v1/jobs/{id}`."
+            "`language`, `model`, `word_timestamps`, `initial_prompt`, `webhook_url`, "
+            '`dedupe`; or a JSON body `{"audio_url": "https://...", ...}` with the same '
+            "options. Answers 202 with the job and a `Location` header; follow it with "
+            "`GET /v1/jobs/{id}`. With an `Idempotency-Key` header seen before (same request, "
+            "24 h), or `dedupe=true` matching a completed job, answers 200 with that job."
         ),
     )
     async def submit(
@@ -95,6 +97,7 @@ class JobController(Controller):
     ) -> Response[JobView]:
         """Accept a job and publish its first task after the commit (in the background)."""
         await check_submit_rate(redis, principal.key_id, settings.submits_per_minute)
+        idempotency_key = reuse.parse_key(request.headers.get(reuse.HEADER))
         content_type = request.headers.get("content-type", "")
         kind = content_type.split(";", 1)[0].strip().lower()
         length = request.content_length
@@ -105,11 +108,23 @@ class JobController(Controller):
                     f"the upload is larger than the limit of {settings.max_upload_bytes} bytes"
                 )
             accepted = await accept_upload(
-                sessions, settings, request.stream(), content_type, owner=principal.owner
+                sessions,
+                settings,
+                request.stream(),
+                content_type,
+                owner=principal.owner,
+                key_id=principal.key_id,
+                idempotency_key=idempotency_key,
             )
         elif kind == "application/json":
             accepted = await accept_url(
-                sessions, settings, await _read_json(request), http, owner=principal.owner
+                sessions,
+                settings,
+                await _read_json(request),
+                http,
+                owner=principal.owner,
+                key_id=principal.key_id,
+                idempotency_key=idempotency_key,
             )
         else:
             raise UnsupportedMediaType(
@@ -229,6 +244,17 @@ def _accepted_response(
     sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     publisher: Publisher,
 ) -> Response[JobView]:
+    if accepted.outbox_id is None:
+        # An existing job answers (Idempotency-Key replay or dedupe): nothing was made.
+        header = {"replayed": "Idempotent-Replayed", "deduplicated": "Steno-Deduplicated"}
+        return Response(
+            JobView.from_row(accepted.job),
+            status_code=200,
+            headers={
+                "Location": f"/v1/jobs/{accepted.job.id}",
+                header[accepted.reused or "replayed"]: "true",
+            },
+        )
     return Response(
         JobView.from_row(accepted.job),
         status_code=202,

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.enums import ParamType
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
 
 _OPTIONS = {
     "language": Schema(
@@ -18,6 +26,15 @@ _OPTIONS = {
     "model": Schema(type=OpenAPIType.STRING, description="a model this deployment serves"),
     "word_timestamps": Schema(type=OpenAPIType.BOOLEAN, description="add per-word times"),
     "initial_prompt": Schema(type=OpenAPIType.STRING, description="text to prime the decoder"),
+    "webhook_url": Schema(
+        type=OpenAPIType.STRING,
+        format="uri",  # type: ignore[arg-type]
+        description="POSTed job.completed/failed/cancelled, signed (Standard Webhooks)",
+    ),
+    "dedupe": Schema(
+        type=OpenAPIType.BOOLEAN,
+        description="answer 200 with a completed job of the same audio and options, if any",
+    ),
 }
 
 
@@ -38,6 +55,17 @@ class SubmitOperation(Operation):
     """``POST /v1/jobs`` with its multipart and JSON bodies spelled out."""
 
     def __post_init__(self) -> None:
+        self.parameters = [
+            *(self.parameters or []),
+            Parameter(
+                name="Idempotency-Key",
+                param_in=ParamType.HEADER,
+                required=False,
+                schema=Schema(type=OpenAPIType.STRING, max_length=255),
+                description="the same key and request within 24 h answer 200 with the same job; "
+                "another request with it is 422 idempotency_key_reused",
+            ),
+        ]
         self.request_body = RequestBody(
             required=True,
             content={

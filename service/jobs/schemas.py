@@ -19,6 +19,10 @@ class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):
     model: str | None = None
     word_timestamps: bool = False
     initial_prompt: str | None = None
+    # POSTed the job's outcome, signed (see the README's Webhooks section).
+    webhook_url: str | None = None
+    # Answer with a completed job of the same audio and options instead of a new one.
+    dedupe: bool = False
 
 
 class Progress(msgspec.Struct):
@@ -76,6 +80,7 @@ class JobView(msgspec.Struct):
     source: str
     filename: str | None
     audio_url: str | None
+    webhook_url: str | None = None
 
     @classmethod
     def from_row(cls, job: Job) -> JobView:
@@ -98,6 +103,7 @@ class JobView(msgspec.Struct):
             source=job.source,
             filename=job.filename,
             audio_url=job.audio_url,
+            webhook_url=job.webhook_url,
         )
 
 

@@ -1,7 +1,9 @@
 """Accepting a job: validate the options, store the audio, commit job + outbox together.
 
 The job row and its first task message are committed in one transaction, so a broker
-outage at submit time loses nothing: the message waits in the outbox for the relay.
+outage at submit time loses nothing: the message waits in the outbox for the relay. A submit
+may instead be answered with a job that exists (``service.jobs.reuse``: an Idempotency-Key
+seen before, or ``dedupe``); then nothing is stored.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,16 +26,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.core import transitions
 from service.core.audio import content_type_accepted, probe_audio
 from service.core.db.models import Job
-from service.core.egress import EgressClient
+from service.core.egress import EgressClient, EgressPolicy
 from service.core.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
 from service.core.outbox import add_message
 from service.core.routing import next_task
 from service.core.settings import Settings
 from service.core.storage import incoming_path
+from service.jobs import reuse
 from service.jobs.formats import LANGUAGE_NAMES
 from service.jobs.schemas import SubmitUrl
 from service.jobs.uploads import ReceivedUpload, receive_upload
 from service.jobs.urlcheck import check_url_readable
+from service.webhooks.urls import check_webhook_url
+
+log = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 2000
 _TRUE = {"1", "true", "yes", "on"}
@@ -55,10 +63,12 @@ class JobOptions:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A committed job and the outbox message to publish right after the commit."""
+    """A committed job and the outbox message to publish right after the commit; or, when
+    ``reused`` (``replayed``, ``deduplicated``), a job that existed and nothing to publish."""
 
     job: Job
-    outbox_id: int
+    outbox_id: int | None
+    reused: str | None = None
 
 
 def parse_options(
@@ -91,6 +101,55 @@ def parse_options(
     if prompt is not None and "\x00" in prompt:
         raise ValidationFailed("initial_prompt may not contain NUL characters")
     return JobOptions(model=chosen, language=code, word_timestamps=words, initial_prompt=prompt)
+
+
+def parse_flag(value: bool | str | None, name: str) -> bool:
+    """A boolean option as JSON or a form field sends it."""
+    if not isinstance(value, str):
+        return bool(value)
+    flag = value.strip().lower()
+    if flag not in _TRUE | _FALSE:
+        raise ValidationFailed(f"{name} must be true or false")
+    return flag in _TRUE
+
+
+async def _submission(
+    settings: Settings,
+    options: JobOptions,
+    policy: EgressPolicy,
+    *,
+    owner: str,
+    key_id: uuid.UUID | None,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    dedupe: bool | str | None,
+    audio_sha256: str | None = None,
+    audio_url: str | None = None,
+) -> reuse.Submission:
+    """Check the webhook URL and the dedupe flag; fingerprint the request."""
+    webhook = await check_webhook_url(webhook_url, policy)
+    if webhook is not None and key_id is None:
+        raise ValidationFailed("webhook_url needs an API key to sign its deliveries with")
+    flag = parse_flag(dedupe, "dedupe")
+    fingerprint = reuse.digest(
+        {
+            "audio": audio_sha256 or audio_url,
+            "options": dataclasses.asdict(options),
+            "webhook_url": webhook,
+            "dedupe": flag,
+        }
+    )
+    return reuse.Submission(
+        owner=owner,
+        key_id=key_id,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        options_digest=reuse.digest(dataclasses.asdict(options)),
+        webhook_url=webhook,
+        dedupe=flag,
+        audio_sha256=audio_sha256,
+        audio_url=audio_url,
+    )
 
 
 def _language(value: str | None) -> str | None:
@@ -134,8 +193,11 @@ async def accept_upload(
     *,
     owner: str,
     read_options: Callable[[ReceivedUpload], JobOptions] | None = None,
+    key_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
 ) -> Accepted:
-    """Receive, check and enqueue an uploaded file; nothing is left behind on failure.
+    """Receive, check and enqueue an uploaded file; nothing is left behind on failure, or
+    when an existing job answers the submit (see ``service.jobs.reuse``).
 
     ``read_options`` turns the form's fields into the job's options (it raises what a bad
     field deserves); by default Steno's own fields are read (see ``parse_options``).
@@ -164,6 +226,21 @@ async def accept_upload(
                 initial_prompt=fields.get("initial_prompt"),
             )
         )
+        submit = await _submission(
+            settings,
+            options,
+            EgressPolicy.from_settings(settings),
+            owner=owner,
+            key_id=key_id,
+            idempotency_key=idempotency_key,
+            webhook_url=fields.get("webhook_url"),
+            dedupe=fields.get("dedupe"),
+            audio_sha256=upload.sha256,
+        )
+        existing = await _existing(sessionmaker, settings, submit)
+        if existing is not None:
+            Path(path).unlink(missing_ok=True)
+            return existing
         info = await probe_audio(path, max_seconds=settings.max_audio_seconds)
         new = transitions.NewJob(
             id=job_id,
@@ -175,10 +252,11 @@ async def accept_upload(
             content_type=upload.content_type,
             audio_bytes=upload.size,
             audio_seconds=info.duration,
+            **_recorded(submit),
         )
-        enqueue = asyncio.ensure_future(_enqueue(sessionmaker, settings, new))
+        enqueue = asyncio.ensure_future(_enqueue(sessionmaker, settings, new, submit))
         try:
-            return await asyncio.shield(enqueue)
+            accepted = await asyncio.shield(enqueue)
         except asyncio.CancelledError:
             # The client went away during the commit: let the commit finish (even through
             # further cancellations), so the audio is removed only if no job row was written.
@@ -191,15 +269,30 @@ async def accept_upload(
             with contextlib.suppress(FileNotFoundError):
                 Path(path).unlink()
         raise
+    if accepted.reused is not None:
+        Path(path).unlink(missing_ok=True)  # a concurrent submit with the key made the job
+    return accepted
 
 
 def _succeeded(future: asyncio.Future[Accepted] | None) -> bool:
+    """Whether the job row that points at the upload was committed."""
     return (
         future is not None
         and future.done()
         and not future.cancelled()
         and future.exception() is None
+        and future.result().reused is None
     )
+
+
+def _recorded(submit: reuse.Submission) -> dict[str, Any]:
+    """The NewJob fields a submission adds beside the options."""
+    return {
+        "webhook_url": submit.webhook_url,
+        "webhook_key_id": submit.key_id if submit.webhook_url else None,
+        "audio_sha256": submit.audio_sha256,
+        "options_digest": submit.options_digest,
+    }
 
 
 async def accept_url(
@@ -209,6 +302,8 @@ async def accept_url(
     http: EgressClient,
     *,
     owner: str,
+    key_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
 ) -> Accepted:
     """Enqueue a job whose audio an IO worker will fetch from ``audio_url``.
 
@@ -226,24 +321,80 @@ async def accept_url(
         word_timestamps=request.word_timestamps,
         initial_prompt=request.initial_prompt,
     )
+    submit = await _submission(
+        settings,
+        options,
+        http.policy,
+        owner=owner,
+        key_id=key_id,
+        idempotency_key=idempotency_key,
+        webhook_url=request.webhook_url,
+        dedupe=request.dedupe,
+        audio_url=url,
+    )
+    existing = await _existing(sessionmaker, settings, submit)
+    if existing is not None:
+        return existing
     if settings.url_check_timeout_seconds > 0:
         await check_url_readable(http, url, max_bytes=settings.max_upload_bytes)
     new = transitions.NewJob(
-        id=uuid.uuid4(), owner=owner, source="url", **dataclasses.asdict(options), audio_url=url
+        id=uuid.uuid4(),
+        owner=owner,
+        source="url",
+        **dataclasses.asdict(options),
+        audio_url=url,
+        **_recorded(submit),
     )
-    return await _enqueue(sessionmaker, settings, new)
+    return await _enqueue(sessionmaker, settings, new, submit)
+
+
+async def _existing(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    submit: reuse.Submission,
+) -> Accepted | None:
+    found = await reuse.existing_job(sessionmaker, submit, settings.idempotency_ttl_seconds)
+    return None if found is None else Accepted(job=found[0], outbox_id=None, reused=found[1])
 
 
 async def _enqueue(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, new: transitions.NewJob
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    new: transitions.NewJob,
+    submit: reuse.Submission | None = None,
 ) -> Accepted:
-    """Commit the job row and its first task message in one transaction."""
+    """Commit the job row, its first task message and its Idempotency-Key in one
+    transaction; when a concurrent submit committed the key first, answer with its job."""
     task, time_limit = next_task(
         settings, has_audio=new.audio_path is not None, audio_seconds=new.audio_seconds
     )
-    async with sessionmaker() as session, session.begin():
-        job = await transitions.create_job(session, new)
-        outbox_id = await add_message(
-            session, task, [str(new.id)], job_id=new.id, time_limit=time_limit
-        )
-    return Accepted(job=job, outbox_id=outbox_id)
+    key = submit.idempotency_key if submit is not None else None
+    for _ in range(3):
+        try:
+            async with sessionmaker() as session, session.begin():
+                job = await transitions.create_job(session, new)
+                if submit is not None and key is not None:
+                    remembered = await reuse.remember(
+                        session,
+                        owner=submit.owner,
+                        key=key,
+                        fingerprint=submit.fingerprint,
+                        job_id=new.id,
+                        ttl_seconds=settings.idempotency_ttl_seconds,
+                    )
+                    if not remembered:
+                        raise reuse.KeyTaken()
+                outbox_id = await add_message(
+                    session, task, [str(new.id)], job_id=new.id, time_limit=time_limit
+                )
+            return Accepted(job=job, outbox_id=outbox_id)
+        except reuse.KeyTaken:
+            assert submit is not None
+            log.info("Idempotency-Key %r: a concurrent submit made the job first", key)
+            existing = await _existing(
+                sessionmaker, settings, dataclasses.replace(submit, dedupe=False)
+            )
+            if existing is not None:
+                return existing
+            # The other submit's job was deleted in between: its key went with it; try again.
+    raise RuntimeError(f"Idempotency-Key {key!r} kept changing hands")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -55,6 +56,8 @@ class ReceivedUpload:
     # Every value of each field in the order sent; ``fields`` keeps the last. A field may
     # repeat, as OpenAI's ``timestamp_granularities[]`` does.
     values: dict[str, list[str]] = field(default_factory=dict)
+    # The audio's SHA-256 (hex), computed as it streamed in.
+    sha256: str = ""
 
 
 @dataclass(slots=True)
@@ -77,6 +80,7 @@ class _Receiver:
         self.values: dict[str, list[str]] = {}
         self.file: IO[bytes] | None = None
         self.file_size = 0
+        self.file_hash = hashlib.sha256()
         self.other_bytes = 0
         self.file_seen = False
         self.filename: str | None = None
@@ -206,6 +210,7 @@ class _Receiver:
                 )
             assert self.file is not None
             self.file.write(chunk)
+            self.file_hash.update(chunk)
         else:
             # Everything beside the audio (fields, and other file parts, which are ignored)
             # shares one small budget, so a body of many parts can't fill memory.
@@ -294,4 +299,5 @@ async def receive_upload(
         content_type=receiver.content_type,
         fields=receiver.fields,
         values=receiver.values,
+        sha256=receiver.file_hash.hexdigest(),
     )

@@ -229,6 +229,8 @@ async def _accept(serving: _Serving, task: str) -> tuple[AudioRequest, Accepted]
 
 async def _publish(serving: _Serving, accepted: Accepted) -> None:
     """Send the job's task now (the relay's sweep sends it if this fails)."""
+    if accepted.outbox_id is None:
+        return  # no new job was made: nothing to send
     try:
         await publish_pending(serving.sessions, serving.publisher, ids=[accepted.outbox_id])
     except Exception as exc:

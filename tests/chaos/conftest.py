@@ -6,7 +6,10 @@ Each test gets a fresh database and an emptied Redis, starts real ``worker-io``,
 ``worker-gpu`` and ``beat`` processes, submits real jobs through the API, injects its fault,
 and then audits every job that got a ``202``: it must end in exactly one final state, a
 completed job with exactly one transcript and one committed completion, any other with none.
-Each audit is one row of the table written to ``chaos-results/summary.md``.
+A scenario that gives its jobs a ``webhook_url`` also audits the webhooks: exactly one event
+per finished job, delivered to the receiver (which may see it more than once, always under
+that one ``webhook-id``). Each audit is one row of the table written to
+``chaos-results/summary.md``.
 
 The GPU pool runs the production code path with ``STENO_TRANSCRIBE_DELAY_SECONDS`` (a wait
 before Whisper that keeps the lease and checks cancellation) so that kills land mid-job.
@@ -25,6 +28,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +44,7 @@ from service.auth.keys import create_key
 from service.cli.infra import PrivateServices, find_binary
 from service.cli.processes import migrate, process_argv
 from service.core.db.engine import make_engine, make_sessionmaker
-from service.core.db.models import Transcript
+from service.core.db.models import Transcript, WebhookEvent
 from service.core.settings import Settings, load_settings
 from tests.audio import SENTENCES, speak
 from tests.conftest import (
@@ -53,6 +57,7 @@ from tests.conftest import (
     recreate_database,
     wait_for_queues,
 )
+from tests.webhooks import Receiver
 
 RESULTS = ROOT / "chaos-results"
 # Settings every scenario runs with, unless it overrides them.
@@ -71,6 +76,9 @@ CHAOS_SETTINGS: dict[str, Any] = {
     "egress_allow": LOOPBACK_ALLOWED,
     "transcribe_delay_seconds": 1.5,
     "log_level": "INFO",
+    # Webhook retries within seconds, so a receiver's recovery shows in a scenario's time.
+    "webhook_retry_base_seconds": 1.0,
+    "webhook_timeout_seconds": 5.0,
 }
 
 
@@ -86,6 +94,8 @@ class Row:
     lost: int
     duplicated: int
     seconds: float
+    # Distinct webhook events the receiver got / finished jobs, and the POSTs it took.
+    webhooks: str = ""
 
 
 ROWS: list[Row] = []
@@ -210,6 +220,11 @@ class Chaos:
         self.api.headers.update(bearer(key))
         return self
 
+    async def secret(self) -> str:
+        """The signing secret of the scenario's key."""
+        secret: str = (await self.api.get("/v1/webhooks/secret")).json()["secret"]
+        return secret
+
     def start(self, name: str, *, node: str | None = None, wait: bool = True) -> WorkerProcess:
         """Start ``worker-io``, ``worker-gpu`` or ``beat`` (``node`` renames a worker)."""
         argv = process_argv(name, self.settings)
@@ -239,18 +254,23 @@ class Chaos:
         self.wait_for_queues({"io", "gpu"})
         return started
 
-    async def submit(self, count: int = 1, *, filename: str = "clip.wav") -> list[str]:
+    async def submit(
+        self, count: int = 1, *, filename: str = "clip.wav", webhook_url: str | None = None
+    ) -> list[str]:
         """Upload the clip ``count`` times; every answer must be a 202."""
         ids = []
         for _ in range(count):
-            ids.append(await self.submit_one(filename))
+            ids.append(await self.submit_one(filename, webhook_url=webhook_url))
         return ids
 
-    async def submit_one(self, filename: str = "clip.wav") -> str:
-        """Upload the clip once; returns the job id of the 202."""
+    async def submit_one(
+        self, filename: str = "clip.wav", *, webhook_url: str | None = None
+    ) -> str:
+        """Upload the clip once (with ``webhook_url`` if given); the job id of the 202."""
+        fields = {"webhook_url": webhook_url} if webhook_url else {}
         with self.clip.open("rb") as audio:
             response = await self.api.post(
-                "/v1/jobs", files={"file": (filename, audio, "audio/wav")}
+                "/v1/jobs", files={"file": (filename, audio, "audio/wav")}, data=fields
             )
         assert response.status_code == 202, response.text
         job_id: str = response.json()["id"]
@@ -314,12 +334,19 @@ class Chaos:
         return found
 
     async def audit(
-        self, ids: list[str], timeout: float = 240.0, *, record: bool = True
+        self,
+        ids: list[str],
+        timeout: float = 240.0,
+        *,
+        record: bool = True,
+        receiver: Receiver | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Settle the jobs, record the scenario's row, and assert none is lost or doubled.
 
         A job is lost when it never reached a final state; duplicated when it has more
         than one transcript or committed completion, or a transcript while not completed.
+        With a ``receiver``, a finished job is also lost when its webhook event never
+        reached it, and duplicated when it has more than one event (or webhook-id).
         """
         views = await self.settle(ids, timeout)
         async with self.sessions() as session:
@@ -338,6 +365,15 @@ class Chaos:
             or (views.get(i, {}).get("status") != "completed" and transcripts.get(i, 0) > 0)
             or (views.get(i, {}).get("status") == "completed" and transcripts.get(i, 0) != 1)
         ]
+        hooks = ""
+        if receiver is not None:
+            finished = [i for i in ids if i not in lost]
+            events, received = await self.webhook_events(finished, receiver, timeout)
+            lost += [i for i in finished if not received[i]]
+            duplicated += [i for i in finished if events[i] > 1 or len(received[i]) > 1]
+            posts = sum(len(receiver.for_job(i)) for i in finished)
+            events_seen = sum(len(received[i]) for i in finished)
+            hooks = f"{events_seen}/{len(finished)} ({posts} POST{'' if posts == 1 else 's'})"
         if record:
             ROWS.append(
                 Row(
@@ -349,11 +385,36 @@ class Chaos:
                     lost=len(lost),
                     duplicated=len(duplicated),
                     seconds=time.monotonic() - self.started,
+                    webhooks=hooks,
                 )
             )
         assert not lost, {i: views.get(i) for i in lost}
         assert not duplicated, {i: (views.get(i), transcripts.get(i)) for i in duplicated}
         return views
+
+    async def webhook_events(
+        self, ids: list[str], receiver: Receiver, timeout: float
+    ) -> tuple[dict[str, int], dict[str, set[str]]]:
+        """Wait (up to ``timeout``) until each job's events are delivered; per job, how many
+        events PostgreSQL holds and the distinct webhook-ids the receiver got."""
+        wanted = [uuid.UUID(i) for i in ids]
+        deadline = time.monotonic() + timeout
+        while True:
+            async with self.sessions() as session:
+                rows = (
+                    await session.execute(
+                        select(WebhookEvent.job_id, WebhookEvent.state).where(
+                            WebhookEvent.job_id.in_(wanted)
+                        )
+                    )
+                ).all()
+            delivered = {str(job_id) for job_id, state in rows if state == "delivered"}
+            if set(ids) <= delivered or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        events = collections.Counter(str(job_id) for job_id, _ in rows)
+        received = {i: {r.webhook_id for r in receiver.for_job(i)} for i in ids}
+        return {i: events[i] for i in ids}, received
 
     def log_tail(self, lines: int = 60) -> str:
         """The last lines of every process's log, for an assertion message."""
@@ -393,13 +454,15 @@ async def chaos(
 
 def _table() -> str:
     lines = [
-        "| scenario | submitted | completed | failed | cancelled | lost | duplicated | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | submitted | completed | failed | cancelled | lost | duplicated "
+        "| webhook events | wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sorted(ROWS, key=lambda row: int(row.scenario.split(".")[0])):
         lines.append(
             f"| {row.scenario} | {row.submitted} | {row.completed} | {row.failed} | "
-            f"{row.cancelled} | {row.lost} | {row.duplicated} | {row.seconds:.0f} |"
+            f"{row.cancelled} | {row.lost} | {row.duplicated} | {row.webhooks or '-'} | "
+            f"{row.seconds:.0f} |"
         )
     lines.append("")
     lines.append(f"Suite wall time: {time.monotonic() - _SUITE_STARTED:.0f} s")

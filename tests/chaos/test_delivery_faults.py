@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from tests.chaos.conftest import Chaos
+from tests.webhooks import Receiver
 
 
 async def test_job_outliving_the_visibility_timeout_has_one_transcript(chaos: Chaos) -> None:
@@ -19,18 +20,24 @@ async def test_job_outliving_the_visibility_timeout_has_one_transcript(chaos: Ch
         transcribe_delay_seconds=35.0,
     )
     workers = chaos.start_all()
+    receiver = Receiver()
 
     # when the job's message is redelivered to the idle child while the first still runs
-    [job_id] = await chaos.submit(1)
-    views = await chaos.audit([job_id], timeout=150)
+    try:
+        [job_id] = await chaos.submit(1, webhook_url=receiver.url())
+        views = await chaos.audit([job_id], timeout=150, receiver=receiver)
+    finally:
+        receiver.close()
 
     # then the second delivery found the job held and waited; the work was committed once:
-    # one transcript row and one committed completion (the side effects counted)
+    # one transcript row, one committed completion and one webhook event (the side effects)
     assert views[job_id]["status"] == "completed", views
     assert views[job_id]["attempts"] == 1, views
     gpu_log = workers["worker-gpu"].log()
     assert f"job {job_id}: held by a live worker" in gpu_log, chaos.log_tail()
     assert chaos.completions()[job_id] == 1
+    secret = await chaos.secret()
+    assert [r.verify(secret)["type"] for r in receiver.for_job(job_id)] == ["job.completed"]
 
 
 async def test_poison_job_fails_after_the_cap_and_the_others_complete(chaos: Chaos) -> None:

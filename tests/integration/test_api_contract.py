@@ -367,9 +367,7 @@ async def test_unusable_options_are_refused_and_leave_nothing(
 async def _all_ids_newest_first(sessions: Sessions) -> list[str]:
     """Every job of the session key's owner (what its listing may show), newest first."""
     query = (
-        select(Job.id)
-        .where(Job.owner == TEST_OWNER)
-        .order_by(Job.created_at.desc(), Job.id.desc())
+        select(Job.id).where(Job.owner == TEST_OWNER).order_by(Job.created_at.desc(), Job.id.desc())
     )
     async with sessions() as session:
         return [str(job_id) for job_id in (await session.scalars(query)).all()]

@@ -117,6 +117,8 @@ async def _every_job_answer(client: Client, key: str, job_id: str) -> list[tuple
         _shape(await client.get(f"/v1/jobs/{job_id}/transcript", headers=auth), job_id),
         _shape(await client.get(f"/v1/jobs/{job_id}/events", headers=auth), job_id),
         _shape(await client.post(f"/v1/jobs/{job_id}/cancel", headers=auth), job_id),
+        _shape(await client.get(f"/v1/jobs/{job_id}/webhooks", headers=auth), job_id),
+        _shape(await client.post(f"/v1/jobs/{job_id}/webhooks/redeliver", headers=auth), job_id),
         _shape(await client.delete(f"/v1/jobs/{job_id}", headers=auth), job_id),
     ]
 

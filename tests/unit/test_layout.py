@@ -26,6 +26,7 @@ API_PACKAGES = (
     "service/health",
     "service/web",
     "service/openai",
+    "service/webhooks",
 )
 API_MODULES = ("service/app.py", "service/http_errors.py")
 MAX_LINES = 450

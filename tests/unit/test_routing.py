@@ -21,7 +21,7 @@ from service.core.broker import CeleryPublisher
 from service.core.routing import TaskRef
 
 ROOT = Path(__file__).resolve().parents[2]
-SENT_BY_API = [routing.TRANSCRIBE, routing.FETCH_AUDIO]
+SENT_BY_API = [routing.TRANSCRIBE, routing.FETCH_AUDIO, routing.DELIVER_WEBHOOK]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ in logs and error details only through ``redact`` (no query: presigned signature
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import uuid
 from pathlib import Path
@@ -61,7 +62,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
     part = final.with_suffix(".part")
     try:
         try:
-            content_type, size = await _download(
+            content_type, size, sha256 = await _download(
                 ctx["http"],
                 url,
                 part,
@@ -102,6 +103,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
                 audio_bytes=size,
                 audio_seconds=info.duration,
                 content_type=content_type,
+                audio_sha256=sha256,
             )
             outbox_id = None
             if attached:
@@ -130,22 +132,25 @@ class _ServerError(Exception):
 
 async def _download(
     client: EgressClient, url: str, dest: Path, *, max_bytes: int, deadline: float
-) -> tuple[str | None, int]:
-    """Stream ``url`` to ``dest``; raises ``TimeoutError`` past ``deadline`` seconds."""
+) -> tuple[str | None, int, str]:
+    """Stream ``url`` to ``dest``; returns its content type, size and SHA-256 (for dedupe).
+    Raises ``TimeoutError`` past ``deadline`` seconds."""
     async with client.stream("GET", url, deadline=deadline) as response:
         if response.status_code >= 500 or response.status_code == 429:
             raise _ServerError(f"the server answered {response.status_code}")
         if response.status_code >= 400:
             raise UrlUnreadable(f"the server answered {response.status_code} for {redact(url)}")
         size = 0
+        digest = hashlib.sha256()
         chunks = body_chunks(response, max_bytes=max_bytes, what="the audio at the URL")
         with dest.open("wb") as out:
             async for chunk in chunks:
                 size += len(chunk)
+                digest.update(chunk)
                 out.write(chunk)
     if size == 0:
         raise EmptyFile("the URL served an empty file")
-    return response.headers.get("content-type"), size
+    return response.headers.get("content-type"), size, digest.hexdigest()
 
 
 async def _fail(ctx: dict[str, Any], job_id: uuid.UUID, error: StenoError) -> str:

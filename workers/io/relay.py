@@ -19,6 +19,7 @@ from service.core import redrive, transitions
 from service.core.outbox import PUBLISH_BATCH, add_message, publish_pending
 from service.core.routing import next_task
 from service.core.settings import Settings
+from workers.io.webhooks import dispatch_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ BROKER_MARKER = "steno:broker-marker"
 
 
 async def relay_outbox(ctx: dict[str, Any]) -> int:
-    """Re-enqueue stranded jobs, then publish outbox messages older than the grace period.
+    """Re-enqueue stranded jobs, publish outbox messages older than the grace period, then
+    send the webhook deliveries that are due.
 
     Returns how many messages went out. The grace period leaves fresh rows to the fast
     path that committed them.
@@ -44,7 +46,7 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
         )
         total += sent
         if sent < PUBLISH_BATCH:
-            return total
+            return total + await dispatch_webhooks(ctx)
 
 
 async def reap_expired(ctx: dict[str, Any]) -> int:

@@ -1,8 +1,9 @@
 """The IO worker's shared async resources, made in ``on_startup`` and closed in ``on_shutdown``.
 
 They live on the worker's one asyncio loop (``workers.arq``) and reach every handler in its
-arq ``ctx``: settings, the outbox publisher, the egress HTTP client, the database engine and
-sessions, the broker's Redis (for the relay's marker) and ``run_process``.
+arq ``ctx``: settings, the outbox publisher, the egress HTTP clients (fetches; webhooks), the
+webhook secret box, the database engine and sessions, the broker's Redis (for the relay's
+marker) and ``run_process``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from service.core.broker import CeleryPublisher
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.egress import EgressClient
 from service.core.settings import Settings
+from service.core.webhooks import SecretBox
+from service.core.webhooks.payload import USER_AGENT as WEBHOOK_USER_AGENT
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,15 @@ async def startup(ctx: dict[str, Any]) -> None:
             limits=limits,
             user_agent="steno/0.1 (+audio fetcher)",
         ),
+        # Webhook deliveries: their own short deadline; redirects are not followed (per call).
+        webhook_http=EgressClient.from_settings(
+            s,
+            deadline=s.webhook_timeout_seconds,
+            timeout=httpx.Timeout(s.webhook_timeout_seconds, connect=5.0),
+            limits=limits,
+            user_agent=WEBHOOK_USER_AGENT,
+        ),
+        secret_box=SecretBox.from_settings(s),
         engine=engine,
         sessions=make_sessionmaker(engine),
         # The redrive's marker lives in the broker; only a Redis broker has one.
@@ -53,12 +65,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         if s.broker.startswith(("redis://", "rediss://", "unix://"))
         else None,
     )
+    if not ctx["secret_box"].sealing:
+        log.warning("STENO_WEBHOOK_SECRETS_KEY is unset: webhook secrets are stored unsealed")
     log.info("IO resources ready on the worker's asyncio loop")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """Close what ``startup`` made (arq's ``on_shutdown``)."""
     await ctx["http"].aclose()
+    await ctx["webhook_http"].aclose()
     if ctx["broker_redis"] is not None:
         await ctx["broker_redis"].aclose()
     await ctx["engine"].dispose()

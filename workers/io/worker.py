@@ -19,6 +19,7 @@ from workers.io.fetch import fetch_audio
 from workers.io.relay import relay_outbox
 from workers.io.retention import retention_sweep
 from workers.io.runtime import shutdown, startup
+from workers.io.webhooks import deliver_webhook
 from workers.retry import TRANSIENT_RETRIES, transient_delay
 
 
@@ -28,12 +29,14 @@ def retry_transient(exc: BaseException, job_try: int) -> float | None:
 
 
 class WorkerSettings:
-    """The IO pool: fetches, the outbox relay and retention, ``io_concurrency`` at a time."""
+    """The IO pool: fetches, webhook deliveries, the outbox relay and retention,
+    ``io_concurrency`` at a time."""
 
     functions = (
         func(fetch_audio, name=TaskName.FETCH_AUDIO.value),
         func(relay_outbox, name=TaskName.RELAY_OUTBOX.value),
         func(retention_sweep, name=TaskName.RETENTION_SWEEP.value),
+        func(deliver_webhook, name=TaskName.DELIVER_WEBHOOK.value),
     )
     on_startup = startup
     on_shutdown = shutdown

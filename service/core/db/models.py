@@ -54,6 +54,13 @@ class Job(Base):
             "finished_at",
             postgresql_where=text("finished_at IS NOT NULL AND audio_path IS NOT NULL"),
         ),
+        # dedupe=true looks for a completed job of the owner with the same audio.
+        Index(
+            "ix_jobs_dedupe",
+            "owner",
+            "audio_sha256",
+            postgresql_where=text("status = 'completed' AND audio_sha256 IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -97,6 +104,15 @@ class Job(Base):
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where the job's outcome is POSTed, signed with the secret of the key that submitted it
+    # (a trigger records the event with the final status: see ``service.core.webhooks``).
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    # Content dedupe: the audio's SHA-256 (at upload or fetch) and a digest of the options.
+    audio_sha256: Mapped[str | None] = mapped_column(String(64))
+    options_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class Transcript(Base):
@@ -182,3 +198,109 @@ class ApiKey(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookSecret(Base):
+    """An API key's webhook signing secret (sealed, see ``service.core.webhooks.secrets``),
+    and the one it replaced, still signed with for a grace period after ``rotated_at``."""
+
+    __tablename__ = "webhook_secrets"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(Text, nullable=False)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class WebhookEvent(Base):
+    """One job outcome to announce: inserted by a trigger in the transaction of the final
+    status UPDATE, then delivered (and retried on its own schedule) by the IO pool.
+
+    ``job`` is the job row as that UPDATE left it; ``body`` the exact bytes sent, fixed at
+    the first attempt. ``attempts`` fences deliveries: a handler claims attempt n + 1 only
+    while ``attempts`` is still n.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'delivered', 'failed')", name="webhook_events_state_valid"
+        ),
+        # The relay's dispatch only looks at what is still to be sent.
+        Index(
+            "ix_webhook_events_due",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    key_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    job: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    body: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Attempts made before the latest redelivery: the retry cap counts from here.
+    round_start: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class WebhookDelivery(Base):
+    """One delivery attempt of a webhook event: the receiver's status code, latency, error."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("webhook_events.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` an owner submitted with, the request's fingerprint and its job.
+
+    The primary key makes two concurrent submits with one key create one job: the second
+    INSERT waits for the first transaction and then conflicts.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

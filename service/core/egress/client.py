@@ -113,9 +113,11 @@ class EgressClient:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         deadline: float | None = None,
+        follow_redirects: bool = True,
     ) -> AsyncIterator[httpx.Response]:
-        """Send a request, following up to ``max_redirects`` redirects, and yield the final
-        response with its body unread (read it with ``body_chunks``).
+        """Send a request, following up to ``max_redirects`` redirects (none when not
+        ``follow_redirects``: a webhook's 3xx is its answer), and yield the final response
+        with its body unread (read it with ``body_chunks``).
 
         Raises ``InvalidUrl`` or ``UrlForbidden`` before connecting anywhere refused (for a
         redirect too), ``UrlUnreadable`` after too many redirects, ``httpx.HTTPError`` on
@@ -123,7 +125,7 @@ class EgressClient:
         default) have passed since the call, reading the body inside the block included.
         """
         async with asyncio.timeout(self.deadline if deadline is None else deadline):
-            response = await self._send(method, url, headers, content)
+            response = await self._send(method, url, headers, content, follow_redirects)
             try:
                 yield response
             finally:
@@ -135,6 +137,7 @@ class EgressClient:
         url: str,
         headers: Mapping[str, str] | None,
         content: bytes | None,
+        follow_redirects: bool = True,
     ) -> httpx.Response:
         target = self.policy.check_url(url)
         request = self._http.build_request(method, target, headers=headers, content=content)
@@ -142,7 +145,7 @@ class EgressClient:
             response = await self._http.send(request, stream=True)
             # httpx builds the next request (method, body and headers as a redirect wants).
             following = response.next_request
-            if following is None:
+            if following is None or not follow_redirects:
                 return response
             await response.aclose()
             self.policy.check_url(following.url)

@@ -1,0 +1,1 @@
+"""Webhooks over HTTP: the signing secret per key, a job's deliveries, redelivery, URL checks."""
