@@ -1,4 +1,5 @@
-"""Finding active jobs whose task message may be lost, so the relay can send it again."""
+"""Recovery: requeue jobs whose worker stopped renewing its lease, and find active jobs whose
+task message may be lost, so the relay can send it again."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.db.models import Job
-from service.core.states import ACTIVE, JobStatus
+from service.core.states import ACTIVE, WORKER_LOST, JobStatus
+from service.core.transitions import ATTEMPTS_SPENT, lease_lapsed, mark_failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +76,50 @@ async def stranded_jobs(
     ).all()
     found = [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
     return sorted(found, key=lambda job: job.job_id)
+
+
+async def reap_expired_leases(
+    session: AsyncSession, *, max_attempts: int, limit: int = 1000
+) -> tuple[list[Stranded], list[uuid.UUID]]:
+    """Requeue running jobs whose worker stopped renewing the lease; fail those at the cap.
+
+    Returns (requeued, failed). A requeued job is ``queued`` again with ``error`` saying
+    which worker stopped heartbeating (``worker_lost``); the caller sends its task anew. One
+    that already had ``max_attempts`` deliveries fails with ``too_many_attempts``. Both are
+    conditional UPDATEs, so a worker that renews at the last moment keeps its job, and the
+    old holder's later writes are fenced out.
+    """
+    expired = and_(Job.status == JobStatus.running, Job.lease_expires_at < func.now())
+    picked = (
+        select(Job.id)
+        .where(expired)
+        .order_by(Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    failed_ids = sorted(
+        await mark_failed(
+            session,
+            and_(Job.id.in_(picked), ATTEMPTS_SPENT >= max_attempts),
+            code="too_many_attempts",
+            detail=lease_lapsed(f"gave up after {max_attempts} attempts"),
+        )
+    )
+    rows = (
+        await session.execute(
+            update(Job)
+            .where(Job.id.in_(picked), ATTEMPTS_SPENT < max_attempts)
+            .values(
+                status=JobStatus.queued,
+                progress_stage="queued",
+                error_code=WORKER_LOST,
+                error_detail=lease_lapsed("requeued"),
+                lease_expires_at=None,
+                updated_at=func.now(),
+            )
+            .returning(Job.id, Job.audio_path, Job.audio_seconds)
+        )
+    ).all()
+    requeued = [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
+    return sorted(requeued, key=lambda job: job.job_id), failed_ids

@@ -21,9 +21,9 @@ each arrow's function::
     queued    running    claim_job (attempts + 1: the new fencing token)
     running   running    claim_job once the lease ran out (a new attempt)
     running   completed  complete_job (the transcript in the same transaction)
-    running   failed     fail_job; reap_expired_leases at the attempt cap
+    running   failed     fail_job; reap_expired_leases (redrive) at the attempt cap
     running   queued     release_claim (the worker, not the job, is at fault);
-                         reap_expired_leases (the lease ran out, under the cap)
+                         reap_expired_leases (redrive; the lease ran out, under the cap)
     queued    failed     fail_fetch (the audio_url could not be read); claim_job at the cap
     queued    cancelled  cancel_job
     running   cancelled  cancel_job (the worker's next fenced write matches no row)

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.db.models import Job, Transcript
 from service.core.errors import JobAlreadyFinished, JobNotFound
-from service.core.redrive import Stranded
 from service.core.states import ACTIVE, WORKER_LOST, JobStatus
 from service.core.transcript import Transcript as TranscriptData
 
@@ -138,7 +137,7 @@ async def delete_job(session: AsyncSession, job_id: uuid.UUID, *, owner: str) ->
 
 
 # Claims since the job's latest re-run: what the attempt cap counts (see ``rerun``).
-_spent = Job.attempts - Job.attempts_base
+ATTEMPTS_SPENT = Job.attempts - Job.attempts_base
 
 
 async def claim_job(
@@ -162,7 +161,7 @@ async def claim_job(
     row = (
         await session.execute(
             update(Job)
-            .where(Job.id == job_id, claimable, _spent < max_attempts)
+            .where(Job.id == job_id, claimable, ATTEMPTS_SPENT < max_attempts)
             .values(
                 status=JobStatus.running,
                 attempts=Job.attempts + 1,
@@ -177,7 +176,7 @@ async def claim_job(
                     (Job.status == JobStatus.running, literal(WORKER_LOST)), else_=Job.error_code
                 ),
                 error_detail=case(
-                    (Job.status == JobStatus.running, _lease_lapsed("claimed again")),
+                    (Job.status == JobStatus.running, lease_lapsed("claimed again")),
                     else_=Job.error_detail,
                 ),
             )
@@ -199,7 +198,7 @@ async def claim_job(
     if row is None:
         await session.execute(
             update(Job)
-            .where(Job.id == job_id, claimable, _spent >= max_attempts)
+            .where(Job.id == job_id, claimable, ATTEMPTS_SPENT >= max_attempts)
             .values(
                 status=JobStatus.failed,
                 error_code="too_many_attempts",
@@ -226,7 +225,7 @@ async def claim_job(
     )
 
 
-def _lease_lapsed(outcome: str) -> Any:
+def lease_lapsed(outcome: str) -> Any:
     """SQL text: which worker stopped renewing which attempt's lease, and what followed."""
     return func.concat(
         "worker ",
@@ -235,53 +234,6 @@ def _lease_lapsed(outcome: str) -> Any:
         Job.attempts,
         f"; {outcome}",
     )
-
-
-async def reap_expired_leases(
-    session: AsyncSession, *, max_attempts: int, limit: int = 1000
-) -> tuple[list[Stranded], list[uuid.UUID]]:
-    """Requeue running jobs whose worker stopped renewing the lease; fail those at the cap.
-
-    Returns (requeued, failed). A requeued job is ``queued`` again with ``error`` saying
-    which worker stopped heartbeating (``worker_lost``); the caller sends its task anew. One
-    that already had ``max_attempts`` deliveries fails with ``too_many_attempts``. Both are
-    conditional UPDATEs, so a worker that renews at the last moment keeps its job, and the
-    old holder's later writes are fenced out.
-    """
-    expired = and_(Job.status == JobStatus.running, Job.lease_expires_at < func.now())
-    picked = (
-        select(Job.id)
-        .where(expired)
-        .order_by(Job.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    failed_ids = sorted(
-        await _mark_failed(
-            session,
-            and_(Job.id.in_(picked), _spent >= max_attempts),
-            code="too_many_attempts",
-            detail=_lease_lapsed(f"gave up after {max_attempts} attempts"),
-        )
-    )
-    rows = (
-        await session.execute(
-            update(Job)
-            .where(Job.id.in_(picked), _spent < max_attempts)
-            .values(
-                status=JobStatus.queued,
-                progress_stage="queued",
-                error_code=WORKER_LOST,
-                error_detail=_lease_lapsed("requeued"),
-                lease_expires_at=None,
-                updated_at=func.now(),
-            )
-            .returning(Job.id, Job.audio_path, Job.audio_seconds)
-        )
-    ).all()
-    requeued = [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
-    return sorted(requeued, key=lambda job: job.job_id), failed_ids
 
 
 async def renew_lease(session: AsyncSession, claim: Claim, *, lease_seconds: float) -> bool:
@@ -361,7 +313,7 @@ async def fail_job(
     session: AsyncSession, job_id: uuid.UUID, *, code: str, detail: str, token: int
 ) -> bool:
     """Mark the job failed with a reason, only if claim ``token`` still holds it."""
-    return bool(await _mark_failed(session, _held(job_id, token), code=code, detail=detail))
+    return bool(await mark_failed(session, _held(job_id, token), code=code, detail=detail))
 
 
 async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, detail: str) -> bool:
@@ -371,10 +323,10 @@ async def fail_fetch(session: AsyncSession, job_id: uuid.UUID, *, code: str, det
     (a duplicate message), let alone one that is being transcribed.
     """
     unfetched = and_(Job.id == job_id, Job.status == JobStatus.queued, Job.audio_path.is_(None))
-    return bool(await _mark_failed(session, unfetched, code=code, detail=detail))
+    return bool(await mark_failed(session, unfetched, code=code, detail=detail))
 
 
-async def _mark_failed(
+async def mark_failed(
     session: AsyncSession, condition: Any, *, code: str, detail: Any
 ) -> list[uuid.UUID]:
     """Fail the jobs matching ``condition``; returns their ids."""

@@ -435,7 +435,7 @@ async def test_the_reaper_requeues_a_job_whose_worker_stopped_renewing_with_a_re
 
     # when the reaper runs
     async with sessions() as session, session.begin():
-        requeued, failed = await transitions.reap_expired_leases(session, max_attempts=MAX_ATTEMPTS)
+        requeued, failed = await redrive.reap_expired_leases(session, max_attempts=MAX_ATTEMPTS)
 
     # then only the stuck job is queued again, saying which worker stopped and when
     assert [job.job_id for job in requeued] == [stuck] and failed == []
@@ -461,7 +461,7 @@ async def test_the_reaper_fails_a_job_that_used_up_its_deliveries(sessions: Sess
 
     # when the reaper runs
     async with sessions() as session, session.begin():
-        requeued, failed = await transitions.reap_expired_leases(session, max_attempts=1)
+        requeued, failed = await redrive.reap_expired_leases(session, max_attempts=1)
 
     # then it fails with a clear code instead of going round again
     assert requeued == [] and failed == [job_id]

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
 from service.auth.keys import create_key
-from service.core import transitions, webhooks
+from service.core import redrive, transitions, webhooks
 from service.core.db.models import Job, OutboxMessage, WebhookEvent, WebhookSecret
 from service.core.routing import DELIVER_WEBHOOK
 from service.core.settings import Settings
@@ -155,9 +155,7 @@ async def _capped_by_the_reaper(sessions: Sessions, job_id: uuid.UUID) -> str:
     assert await _claim(sessions, job_id, max_attempts=1) is not None
     await _expire(sessions, job_id)
     for expected in ([job_id], []):
-        _, failed = await _in_tx(
-            sessions, lambda s: transitions.reap_expired_leases(s, max_attempts=1)
-        )
+        _, failed = await _in_tx(sessions, lambda s: redrive.reap_expired_leases(s, max_attempts=1))
         assert [f for f in failed if f == job_id] == expected
     return "job.failed"
 

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from service.core import redrive, transitions
+from service.core import redrive
 from service.core.outbox import PUBLISH_BATCH, add_message, publish_pending
 from service.core.routing import next_task
 from service.core.settings import Settings
@@ -57,7 +57,7 @@ async def reap_expired(ctx: dict[str, Any]) -> int:
     """
     settings: Settings = ctx["settings"]
     async with ctx["sessions"]() as session, session.begin():
-        requeued, failed = await transitions.reap_expired_leases(
+        requeued, failed = await redrive.reap_expired_leases(
             session, max_attempts=settings.max_attempts
         )
         ids = [await _stage(session, settings, job) for job in requeued]
