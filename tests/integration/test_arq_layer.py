@@ -11,6 +11,7 @@ graceful SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -129,6 +130,26 @@ async def test_the_demo_fetches_with_a_client_made_on_startup(
     jobs = [await pool.enqueue_job("download_content", page_url) for _ in range(3)]
     assert all(job is not None for job in jobs)
     assert [await job.result(timeout=20) for job in jobs if job] == [len(BODY)] * 3
+
+
+async def test_hundreds_of_results_awaited_at_once_wait_for_connections(
+    settings: Settings, worker: ArqWorker
+) -> None:
+    # given a pool capped at 10 connections and 200 jobs
+    capped = await create_pool(
+        dataclasses.replace(RedisSettings.from_dsn(settings.redis_url), max_connections=10),
+        default_queue_name=QUEUE,
+    )
+    try:
+        jobs = [await capped.enqueue_job("add", i, 1) for i in range(200)]
+
+        # when every result is awaited at once (as arq programs do with asyncio.gather)
+        results = await asyncio.gather(*(job.result(timeout=120) for job in jobs if job))
+
+        # then all arrive: callers wait for a free connection instead of raising
+        assert results == [i + 1 for i in range(200)]
+    finally:
+        await capped.aclose()
 
 
 async def test_a_job_sees_arqs_ctx(pool: ArqRedis) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ssl
 
 import pytest
+from redis.asyncio.connection import Connection, SSLConnection
 
 from service.cli.infra import redact_url
 from service.core.delivery import broker_use_ssl, celery_app
-from workers.arq.connections import RedisSettings, _redis_kwargs
+from workers.arq.connections import RedisSettings, _connection_pool
 
 # A generated password may hold any of these; in a URL they are percent-encoded.
 PASSWORD = "pa/ss@w0rd:x"
@@ -22,7 +23,7 @@ def test_from_dsn_decodes_the_user_and_password_as_redis_py_does() -> None:
     # then redis-py gets the password itself, not its encoding
     assert (settings.username, settings.password) == ("steno", PASSWORD)
     assert (settings.host, settings.port, settings.database) == ("redis.internal", 6380, 2)
-    kwargs = _redis_kwargs(settings)
+    kwargs = _connection_pool(settings).connection_kwargs
     assert (kwargs["username"], kwargs["password"]) == ("steno", PASSWORD)
     # and it comes back out as the same URL (Celery's broker is built from it)
     assert settings.to_dsn() == URL
@@ -50,8 +51,9 @@ def test_a_rediss_url_carries_its_tls_options_to_redis_py() -> None:
     settings = RedisSettings.from_dsn(url)
 
     # then its pool connects with TLS, that CA, and checks the certificate and host name
-    kwargs = _redis_kwargs(settings)
-    assert kwargs["ssl"] is True
+    pool = _connection_pool(settings)
+    kwargs = pool.connection_kwargs
+    assert pool.connection_class is SSLConnection
     assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
     assert kwargs["ssl_cert_reqs"] == "required"
     assert kwargs["ssl_check_hostname"] is True
@@ -66,9 +68,9 @@ def test_ssl_check_hostname_false_survives_the_round_trip() -> None:
 
 
 def test_a_plain_url_gets_no_tls_options() -> None:
-    kwargs = _redis_kwargs(RedisSettings.from_dsn("redis://h:6379/0?ssl_ca_certs=/x.pem"))
-    assert kwargs["ssl"] is False
-    assert "ssl_ca_certs" not in kwargs
+    pool = _connection_pool(RedisSettings.from_dsn("redis://h:6379/0?ssl_ca_certs=/x.pem"))
+    assert pool.connection_class is Connection
+    assert "ssl_ca_certs" not in pool.connection_kwargs
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,13 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 from uuid import uuid4
 
 from celery import Celery
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.exceptions import WatchError
 
 from workers.arq.constants import (
@@ -280,19 +286,28 @@ class ArqRedis(Redis):
         return jobs
 
 
-def _redis_kwargs(settings: RedisSettings) -> dict[str, Any]:
+# Connections a pool opens at most when ``RedisSettings.max_connections`` is unset; past it,
+# callers wait for a free one (arq, on redis-py 5, never capped; redis-py 8 caps at 100 and
+# raises MaxConnectionsError, which broke programs awaiting hundreds of results at once).
+DEFAULT_MAX_CONNECTIONS = 100
+
+
+def _connection_pool(settings: RedisSettings) -> BlockingConnectionPool:
+    """A pool whose callers wait for a free connection instead of failing past the cap."""
     kwargs: dict[str, Any] = {
         "db": settings.database,
         "username": settings.username,
         "password": settings.password,
         "socket_connect_timeout": settings.conn_timeout,
-        "max_connections": settings.max_connections,
     }
+    connection_class: type[AbstractConnection] = Connection
     if settings.unix_socket_path:
-        kwargs["unix_socket_path"] = settings.unix_socket_path
+        kwargs["path"] = settings.unix_socket_path
+        connection_class = UnixDomainSocketConnection
     else:
-        kwargs.update(host=settings.host, port=settings.port, ssl=settings.ssl)
+        kwargs.update(host=settings.host, port=settings.port)
     if settings.ssl and not settings.unix_socket_path:
+        connection_class = SSLConnection
         # The URL's CA and client certificate reach redis-py only through these.
         kwargs.update(
             ssl_keyfile=settings.ssl_keyfile,
@@ -302,7 +317,12 @@ def _redis_kwargs(settings: RedisSettings) -> dict[str, Any]:
             ssl_ca_data=settings.ssl_ca_data,
             ssl_check_hostname=settings.ssl_check_hostname,
         )
-    return kwargs
+    return BlockingConnectionPool(
+        connection_class=connection_class,
+        max_connections=settings.max_connections or DEFAULT_MAX_CONNECTIONS,
+        timeout=None,
+        **kwargs,
+    )
 
 
 async def create_pool(
@@ -326,8 +346,10 @@ async def create_pool(
         celery_app=celery_app,
         broker_url=broker_url or settings.to_dsn(),
         offload=offload,
-        **_redis_kwargs(settings),
+        connection_pool=_connection_pool(settings),
     )
+    # The pool is the client's own: closing the client closes its connections.
+    pool.auto_close_connection_pool = True
     try:
         await pool.ping()
     except Exception as exc:
