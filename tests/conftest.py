@@ -93,6 +93,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         log_level="INFO",
         # The suites submit hundreds of jobs a minute; the limit has tests of its own.
         submits_per_minute=0,
+        # Prometheus files and worker exporters of this run only (runs may overlap).
+        metrics_dir=tmp_path_factory.mktemp("metrics"),
+        io_metrics_port=free_port(),
+        gpu_metrics_port=free_port(),
     )
     migrate(test_settings)
     # Child processes (the CLI) present this key through STENO_API_KEY.
