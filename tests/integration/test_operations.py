@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.app import create_app
-from service.core import metrics
+from service.core import metrics, transitions
 from service.core.db.models import Job
 from service.core.settings import Settings
 from tests.conftest import TEST_OWNER, bearer, make_key
@@ -178,3 +178,34 @@ async def test_a_transition_counts_once_and_only_when_it_commits(
     assert first.status_code == again.status_code == 200
     assert value(cancelled[0], **cancelled[1]) == before + 1
     assert value("steno_job_duration_seconds_count", status="cancelled") >= 1
+
+
+async def test_failures_count_where_they_commit_and_never_twice(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    def failed() -> float:
+        return (
+            metrics.series().registry.get_sample_value(
+                "steno_jobs_finished_total", {"status": "failed"}
+            )
+            or 0.0
+        )
+
+    # given a job claimed to the cap, and a URL job whose fetch failed
+    capped = _job(datetime.now(UTC), audio_path="/nowhere/d", audio_seconds=5.0, attempts=3)
+    unfetched = _job(datetime.now(UTC), source="url", audio_url="https://example.com/b.mp3")
+    async with sessions() as session, session.begin():
+        session.add_all([capped, unfetched])
+    before = failed()
+
+    # when each failing transition runs twice (a duplicate message)
+    for _ in range(2):
+        async with sessions() as session, session.begin():
+            claim = await transitions.claim_job(
+                session, capped.id, worker="w", lease_seconds=10, max_attempts=3
+            )
+            await transitions.fail_fetch(session, unfetched.id, code="url_unreadable", detail="x")
+        assert claim is None
+
+    # then each job counted one failure
+    assert failed() == before + 2
