@@ -65,6 +65,10 @@ worker-gpu: setup
 beat: setup
     {{steno}} beat
 
+# Flower, Celery's web monitor of both pools, on 127.0.0.1:${STENO_FLOWER_PORT:-5555}
+flower: setup
+    {{steno}} flower
+
 # Create the database if missing and migrate it to the newest schema
 migrate: setup
     {{steno}} migrate

@@ -21,6 +21,8 @@ from service.auth.middleware import bearer_auth
 from service.core.broker import CeleryPublisher, GuardedPublisher, make_producer_app
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.egress import EgressClient
+from service.core.exporter import record_family
+from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
 from service.events.controllers import EventController
 from service.events.hub import EventHub
@@ -28,19 +30,25 @@ from service.health.controllers import HealthController, WorkerCensus
 from service.http_errors import EXCEPTION_HANDLERS
 from service.jobs.controllers import JobController
 from service.openai import openai_router
+from service.ops.backlog import Estimator
+from service.ops.controllers import OpsController
+from service.ops.requests import record_response, request_timer
 from service.web import web_routes
 from service.webhooks.controllers import WebhookController
 
 # The API's /v1 controllers: each is served behind the API-key middleware.
-V1_CONTROLLERS = [JobController, EventController, KeyController, WebhookController]
+V1_CONTROLLERS = [JobController, EventController, KeyController, WebhookController, OpsController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """The Steno API; resources are made in the lifespan and handed out as dependencies."""
     settings = settings or load_settings()
+    configure_logging(settings, "api")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # This process's series join the other API processes' (served at /metrics).
+        record_family(settings, "api", settings.port)
         engine = make_engine(settings)
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         producer = make_producer_app(settings)
@@ -55,6 +63,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             deadline=check_seconds,
             timeout=httpx.Timeout(check_seconds),
             user_agent="steno/0.1 (+audio url check)",
+        )
+        app.state.estimator = Estimator(
+            app.state.census, fallback_concurrency=settings.gpu_concurrency
         )
         # The hub's XREAD blocks, so it has a connection of its own.
         hub_redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
@@ -95,6 +106,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *web_routes(),
         ],
         lifespan=[lifespan],
+        # HTTP request counts and latency by route (service.ops.requests); logging is ours.
+        middleware=[request_timer],
+        before_send=[record_response],
+        logging_config=None,
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "sessions": from_state("sessions"),
@@ -102,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "redis": from_state("redis"),
             "publisher": from_state("publisher"),
             "census": from_state("census"),
+            "estimator": from_state("estimator"),
             "http": from_state("http"),
             "hub": from_state("hub"),
             "stream_slots": from_state("stream_slots"),

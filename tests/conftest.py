@@ -101,6 +101,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         webhook_retry_base_seconds=1.0,
         webhook_timeout_seconds=5.0,
         webhook_secrets_key=(Fernet.generate_key().decode(),),
+        # Prometheus files and worker exporters of this run only (runs may overlap).
+        metrics_dir=tmp_path_factory.mktemp("metrics"),
+        io_metrics_port=free_port(),
+        gpu_metrics_port=free_port(),
     )
     migrate(test_settings)
     # Child processes (the CLI) present this key through STENO_API_KEY.

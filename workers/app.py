@@ -16,6 +16,7 @@ from celery.signals import beat_init, celeryd_init, worker_ready
 from service.core.delivery import celery_app
 from service.core.routing import QueueName, TaskName, task_routes
 from service.core.settings import Settings, SettingsError, load_settings
+from workers import telemetry
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -28,6 +29,7 @@ def create_celery_app(settings: Settings) -> Celery:
         visibility_timeout=settings.visibility_timeout,
         queues=[q.value for q in QueueName],
         time_limit=settings.max_time_limit,
+        task_events=settings.task_events,
     )
     app.conf.update(
         task_routes=task_routes(),
@@ -54,6 +56,8 @@ except SettingsError as error:
     # One clear line and a non-zero exit, not a traceback from inside Celery's app loader.
     raise SystemExit(f"steno: refusing to start: {error}") from None
 app = create_celery_app(settings)
+# Logs (text or JSON, with each task's context) and each pool's metrics exporter.
+telemetry.install(settings)
 
 # The queues this worker process consumes (from ``-Q``); the GPU pool loads its model after
 # fork only when it serves ``gpu``. Set here because task modules are imported after the

@@ -1,6 +1,7 @@
 """The ``steno`` command: run each process, migrate, install models, demo, submit.
 
 steno api | worker io | worker gpu | beat     one process each (exec'd, for supervisors)
+steno flower                                  Celery's web monitor for both pools (127.0.0.1)
 steno dev                                     the whole stack in the foreground
 steno demo                                    start everything, transcribe a sample, stop
 steno migrate                                 create the database if needed and migrate
@@ -17,6 +18,7 @@ This module reads the command line and hands the subcommand to the module that d
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker pool")
     worker.add_argument("pool", choices=["io", "gpu"])
     sub.add_parser("beat", help="run the periodic scheduler (outbox relay sweep)")
+    sub.add_parser("flower", help="run Flower (Celery's web monitor) on 127.0.0.1")
     sub.add_parser("dev", help="run the whole stack in the foreground")
     sub.add_parser("demo", help="start everything, transcribe the bundled sample, stop")
     sub.add_parser("migrate", help="create/upgrade the database schema")
@@ -110,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     # Each subcommand imports its own module here, not at the top: `steno api` and the
     # workers exec straight away, without loading the HTTP client or the honcho manager.
-    if command in ("api", "worker", "beat"):
+    if command == "flower" and importlib.util.find_spec("flower") is None:
+        print("steno: Flower is not installed: pip install 'steno[ops]'", file=sys.stderr)
+        return 2
+    if command in ("api", "worker", "beat", "flower"):
         from service.cli.processes import exec_process
 
         return exec_process(f"worker-{args.pool}" if command == "worker" else command, settings)

@@ -8,6 +8,7 @@ one-shot steps a stack needs before it starts.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -27,8 +28,11 @@ def python_module(*argv: str) -> list[str]:
 
 
 def process_argv(name: str, settings: Settings) -> list[str]:
-    """The command line of one Steno process (``api``, ``worker-io``, ``worker-gpu``, ``beat``)."""
-    celery = python_module("celery", "-A", "workers.app")
+    """The command line of one Steno process (``api``, ``worker-io``, ``worker-gpu``, ``beat``,
+    ``flower``)."""
+    json_logs = settings.log_format == "json"
+    # With JSON logs Celery prints no banner (it writes it outside logging).
+    celery = python_module("celery", "-A", "workers.app", *(["--quiet"] if json_logs else []))
     quiet = ["--without-mingle", "--without-gossip", "--loglevel", settings.log_level]
     if name == "api":
         return python_module(
@@ -43,6 +47,7 @@ def process_argv(name: str, settings: Settings) -> list[str]:
             str(settings.port),
             "--log-level",
             settings.log_level.lower(),
+            *(["--log-config", str(_granian_log_config(settings))] if json_logs else []),
         )
     if name == "worker-io":
         # The arq layer's CLI: a Celery worker on the gevent pool serving Steno's IO functions
@@ -69,7 +74,20 @@ def process_argv(name: str, settings: Settings) -> list[str]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         schedule = settings.data_dir / "celerybeat-schedule"
         return [*celery, "beat", "--schedule", str(schedule), "--loglevel", settings.log_level]
+    if name == "flower":
+        # Celery's web monitor, on loopback only: it has no authentication of its own.
+        return [*celery, "flower", "--address=127.0.0.1", f"--port={settings.flower_port}"]
     raise SystemExit(f"unknown process {name!r}")
+
+
+def _granian_log_config(settings: Settings) -> Path:
+    """granian's logging configuration for JSON lines, written under the data folder."""
+    from service.core.logs import granian_log_config
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "granian-logging.json"
+    path.write_text(json.dumps(granian_log_config("api")))
+    return path.resolve()
 
 
 def exec_process(name: str, settings: Settings) -> int:

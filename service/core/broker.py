@@ -33,6 +33,7 @@ def make_producer_app(settings: Settings) -> Celery:
         visibility_timeout=settings.visibility_timeout,
         connect_timeout=settings.publish_timeout_seconds,
         socket_timeout=settings.publish_timeout_seconds,
+        task_events=settings.task_events,
     )
 
 

@@ -52,12 +52,14 @@ def celery_conf(
     time_limit: float | None = None,
     connect_timeout: float = 5.0,
     socket_timeout: float = 30.0,
+    task_events: bool = False,
 ) -> dict[str, Any]:
     """Celery settings for at-least-once delivery to idempotent workers, JSON only.
 
     With ``queues`` the app consumes them (the first is the default) through the one
     exchange; without, it only sends, failing fast when the broker does not answer.
-    ``time_limit`` is the hard limit of a task whose message carries none.
+    ``time_limit`` is the hard limit of a task whose message carries none. ``task_events``
+    makes a worker send task events and a sender ``task-sent`` (what Flower shows).
     """
     conf: dict[str, Any] = {
         "task_serializer": "json",
@@ -66,6 +68,7 @@ def celery_conf(
         # PostgreSQL (or arq's result keys) hold every outcome; Celery's backend is unused.
         "task_ignore_result": True,
         "timezone": "UTC",
+        "task_send_sent_event": task_events,
         "broker_transport_options": {
             # Longer than any hard time limit, so a live task is never handed out twice.
             "visibility_timeout": visibility_timeout,
@@ -103,7 +106,7 @@ def celery_conf(
         # Deploys: on SIGTERM let running tasks finish for a while, then requeue the rest.
         worker_soft_shutdown_timeout=60.0,
         worker_enable_soft_shutdown_on_idle=True,
-        worker_send_task_events=False,
+        worker_send_task_events=task_events,
     )
     if time_limit is not None:
         conf["task_time_limit"] = time_limit

@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -104,6 +105,17 @@ class Settings:
     # How long an Idempotency-Key on POST /v1/jobs keeps answering with its job.
     idempotency_ttl_seconds: float = 86400.0
     log_level: str = "INFO"
+    # Operations (README "Metrics and operations"). ``text`` or ``json`` (one object per line).
+    log_format: str = "text"
+    # Where each process family keeps its Prometheus files: a local disk of the host, never a
+    # shared volume (files are named by pid). Empty means <temp dir>/steno-metrics-<uid>.
+    metrics_dir: Path | None = None
+    # The port each worker pool's Prometheus exporter listens on (on ``host``); 0: none.
+    io_metrics_port: int = 9101
+    gpu_metrics_port: int = 9102
+    # Celery task events (what Flower shows): workers send them and producers send task-sent.
+    task_events: bool = True
+    flower_port: int = 5555
     # Redis visibility timeout; 0 means twice the longest hard time limit. Anything shorter
     # than that is refused at startup: a live task would be handed out a second time.
     visibility_timeout_seconds: float = 0.0
@@ -134,6 +146,11 @@ class Settings:
     def models_dir(self) -> Path:
         """Where converted Whisper checkpoints live."""
         return self.model_dir or self.data_dir / "models"
+
+    @property
+    def metrics_root(self) -> Path:
+        """Where the process families keep their Prometheus files (one folder each)."""
+        return self.metrics_dir or Path(tempfile.gettempdir()) / f"steno-metrics-{os.getuid()}"
 
     @property
     def max_time_limit(self) -> float:
@@ -243,6 +260,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             f"STENO_WHISPER_DEVICE={settings.whisper_device!r}: use auto, cpu, cuda or cuda:N"
         )
+    if settings.log_format not in ("text", "json"):
+        raise SettingsError(f"STENO_LOG_FORMAT={settings.log_format!r}: use text or json")
     if settings.lease_seconds < 4:
         raise SettingsError("STENO_LEASE_SECONDS must be at least 4")
     if settings.max_attempts < 1:

@@ -15,6 +15,7 @@ import msgspec
 from sqlalchemy import and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.core import metrics
 from service.core.db.models import Job, Transcript
 from service.core.errors import JobAlreadyFinished, JobNotFound
 from service.core.states import ACTIVE, WORKER_LOST, JobStatus
@@ -96,6 +97,7 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
     session.add(job)
     await session.flush()
     await session.refresh(job)
+    metrics.count_submitted(session, new.source)
     return job
 
 
@@ -121,6 +123,8 @@ async def cancel_job(session: AsyncSession, job_id: uuid.UUID, *, owner: str) ->
         raise JobNotFound(f"no job with id {job_id}")
     if result.rowcount == 0 and job.status in (JobStatus.completed, JobStatus.failed):  # type: ignore[attr-defined]
         raise JobAlreadyFinished(f"job {job_id} already {job.status}")
+    if result.rowcount:  # type: ignore[attr-defined]
+        metrics.count_finished(session, JobStatus.cancelled, [job])
     return job, bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -192,11 +196,13 @@ async def claim_job(
                 Job.attempts_base,
                 Job.task,
                 Job.temperature,
+                Job.created_at,
+                Job.started_at,
             )
         )
     ).first()
     if row is None:
-        await session.execute(
+        capped = await session.execute(
             update(Job)
             .where(Job.id == job_id, claimable, ATTEMPTS_SPENT >= max_attempts)
             .values(
@@ -207,8 +213,11 @@ async def claim_job(
                 updated_at=func.now(),
                 lease_expires_at=None,
             )
+            .returning(Job.created_at, Job.finished_at)
         )
+        metrics.count_finished(session, JobStatus.failed, capped.all())
         return None
+    metrics.count_claim(session, row.attempts, row.created_at, row.started_at)
     return Claim(
         job_id=job_id,
         token=row.attempts,
@@ -293,9 +302,11 @@ async def complete_job(session: AsyncSession, claim: Claim, transcript: Transcri
             error_code=None,
             error_detail=None,
         )
+        .returning(Job.created_at, Job.finished_at)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not (done := result.all()):
         return False
+    metrics.count_finished(session, JobStatus.completed, done)
     session.add(
         Transcript(
             job_id=claim.job_id,
@@ -342,9 +353,11 @@ async def mark_failed(
             updated_at=func.now(),
             lease_expires_at=None,
         )
-        .returning(Job.id)
+        .returning(Job.id, Job.created_at, Job.finished_at)
     )
-    return list(result.scalars())
+    rows = result.all()
+    metrics.count_finished(session, JobStatus.failed, rows)
+    return [row.id for row in rows]
 
 
 async def release_claim(session: AsyncSession, claim: Claim) -> bool:

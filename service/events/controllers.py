@@ -14,6 +14,7 @@ from service.auth.guards import principal_of
 from service.auth.limits import StreamSlots
 from service.core.errors import BadRequest
 from service.core.events.stream import ORIGIN, Position
+from service.core.metrics import series
 from service.core.settings import Settings
 from service.events.feed import job_events
 from service.events.hub import EventHub
@@ -83,8 +84,11 @@ class EventController(Controller):
             settings=settings,
             on_heartbeat=lambda: stream_slots.renew(key_id, slot),
         )
-        return EventStream(
-            body,
-            watchdog=hub.watchdog,
-            on_close=lambda: stream_slots.give_back_soon(key_id, slot),
-        )
+        open_streams = series().sse_streams
+        open_streams.inc()
+
+        def closed() -> None:
+            open_streams.dec()
+            stream_slots.give_back_soon(key_id, slot)
+
+        return EventStream(body, watchdog=hub.watchdog, on_close=closed)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from celery import Celery
@@ -33,36 +35,70 @@ class Readiness(msgspec.Struct):
     workers: dict[str, list[str]]
 
 
+@dataclass(frozen=True)
+class Census:
+    """Who serves each queue: worker names, and their pool slots (concurrency) in all."""
+
+    workers: dict[str, list[str]]
+    concurrency: dict[str, int] = field(default_factory=dict)
+
+
 class WorkerCensus:
-    """Which Celery workers consume which queue, asked over the broker and cached briefly."""
+    """Which Celery workers consume which queue, and their pool sizes, asked over the broker
+    and cached briefly."""
 
     def __init__(self, app: Celery, *, ttl: float = 5.0, timeout: float = 1.0) -> None:
         self._app = app
         self._ttl = ttl
         self._timeout = timeout
-        self._cached: tuple[float, dict[str, list[str]]] | None = None
+        self._cached: tuple[float, Census] | None = None
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[Census] | None = None
 
     async def by_queue(self) -> dict[str, list[str]]:
         """Worker names per queue name (empty lists when none answered)."""
+        return (await self.snapshot()).workers
+
+    async def snapshot(self) -> Census:
+        """The census, asked anew when the cached one is older than the TTL."""
         async with self._lock:
             now = time.monotonic()
             if self._cached and now - self._cached[0] < self._ttl:
                 return self._cached[1]
-            census = await asyncio.to_thread(self._ask)
+            # Both questions at once: each waits its whole timeout for replies.
+            queues, stats = await asyncio.gather(
+                asyncio.to_thread(self._inspect, "active_queues"),
+                asyncio.to_thread(self._inspect, "stats"),
+            )
+            census = _tally(queues, stats)
             self._cached = (now, census)
             return census
 
-    def _ask(self) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {q: [] for q in QUEUES}
+    def peek(self) -> Census | None:
+        """The cached census without waiting (None before the first); a stale one is
+        refreshed in the background."""
+        stale = self._cached is None or time.monotonic() - self._cached[0] >= self._ttl
+        if stale and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self.snapshot())
+        return self._cached[1] if self._cached else None
+
+    def _inspect(self, command: str) -> dict[str, Any]:
         try:
-            replies = self._app.control.inspect(timeout=self._timeout).active_queues() or {}
+            replies = getattr(self._app.control.inspect(timeout=self._timeout), command)()
         except Exception:  # broker down: no worker is reachable
-            return found
-        for worker, queues in sorted(replies.items()):
-            for queue in queues:
-                found.setdefault(queue["name"], []).append(worker)
-        return found
+            return {}
+        return dict(replies or {})
+
+
+def _tally(queues: dict[str, Any], stats: dict[str, Any]) -> Census:
+    workers: dict[str, list[str]] = {q: [] for q in QUEUES}
+    concurrency: dict[str, int] = dict.fromkeys(QUEUES, 0)
+    for worker, consumed in sorted(queues.items()):
+        slots = (stats.get(worker) or {}).get("pool", {}).get("max-concurrency") or 0
+        for queue in consumed:
+            workers.setdefault(queue["name"], []).append(worker)
+            concurrency[queue["name"]] = concurrency.get(queue["name"], 0) + int(slots)
+    return Census(workers, concurrency)
 
 
 class HealthController(Controller):

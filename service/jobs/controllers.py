@@ -38,6 +38,7 @@ from service.jobs.formats import TranscriptFormat, render
 from service.jobs.openapi import SubmitOperation
 from service.jobs.schemas import JobPage, JobView, SubmitUrl
 from service.jobs.submit import Accepted, accept_upload, accept_url
+from service.ops.backlog import Estimator
 
 MAX_JSON_BYTES = 64 * 1024
 
@@ -155,11 +156,16 @@ class JobController(Controller):
         job_id: FromPath[str],
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
         principal: NamedDependency[Principal],
+        estimator: NamedDependency[Estimator],
     ) -> JobView:
-        """The job's status, progress, error and timings."""
+        """The job's status, progress (a queued job's ETA from its place in the queue), error
+        and timings."""
         async with sessions() as session:
             job = await queries.get_job(session, parse_job_id(job_id), owner=principal.owner)
-            return JobView.from_row(job)
+            view = JobView.from_row(job)
+            if job.status == JobStatus.queued:
+                view.progress.eta_seconds = await estimator.job_eta(session, job)
+            return view
 
     @get(
         "/{job_id:str}/transcript",

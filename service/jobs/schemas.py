@@ -29,7 +29,9 @@ class Progress(msgspec.Struct):
     """Where a job is: ``stage`` (queued, fetching, starting, transcribing, ...) and percent.
 
     ``percent`` is the share of the audio decoded; ``audio_seconds_done`` the same in seconds;
-    ``eta_seconds`` extrapolates the time since the job started (None until there is a rate).
+    ``eta_seconds`` extrapolates the time since the job started (None until there is a rate);
+    for a queued job with audio (``GET /v1/jobs/{id}``) it is the estimated time until it
+    completes: the GPU work queued ahead of it, then its own, at the measured real-time factor.
     The SSE stream (``/v1/jobs/{id}/events``) has the same figures per segment.
     """
 

@@ -27,6 +27,7 @@ API_PACKAGES = (
     "service/web",
     "service/openai",
     "service/webhooks",
+    "service/ops",
 )
 API_MODULES = ("service/app.py", "service/http_errors.py")
 MAX_LINES = 450

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task
 
+from service.core.logs import bind
 from workers.arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
@@ -161,6 +162,8 @@ async def run_job(
         "enqueue_time": ms_to_datetime(enqueue_time_ms),
         "score": score,
     }
+    # The job's try on its log lines (the Celery task's id and queue are bound already).
+    bind(attempt=job_try)
     if worker.on_job_start:
         await worker.on_job_start(ctx)
     start_ms = record.start_ms = timestamp_ms()

@@ -77,8 +77,9 @@ class Worker:
     ``max_burst_jobs``, ``job_serializer``/``job_deserializer``: JSON only). Steno
     extensions: ``celery_app`` (serve from an existing app, e.g. Steno's), ``broker_url``
     (default: the Redis of ``redis_settings``), ``retry_policy``, ``loop_stall_warning``
-    (seconds of loop silence the watchdog reports), ``log_level`` and ``hostname`` (the Celery
-    node name, ``%h`` expanded; default ``<queue>@<host>``).
+    (seconds of loop silence the watchdog reports), ``log_level``, ``quiet`` (no start-up
+    banner: every line a log record) and ``hostname`` (the Celery node name, ``%h`` expanded;
+    default ``<queue>@<host>``).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class Worker:
         retry_policy: RetryPolicy | None = None,
         loop_stall_warning: float = 1.0,
         log_level: str = "INFO",
+        quiet: bool = False,
         hostname: str | None = None,
         handle_signals: bool = True,
         job_completion_wait: int = 0,
@@ -163,6 +165,7 @@ class Worker:
         self.jobs_complete = self.jobs_failed = self.jobs_retried = 0
         self.stopping = False
         self.log_level = log_level
+        self.quiet = quiet
         self.hostname = hostname
 
     # -- Celery wiring -----------------------------------------------------------------
@@ -195,6 +198,7 @@ class Worker:
         """The ``celery worker`` arguments: gevent pool, ``max_jobs`` greenlets, this queue."""
         node = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.queue_name)
         return [
+            *(["--quiet"] if self.quiet else []),
             "worker",
             "--pool",
             "gevent",

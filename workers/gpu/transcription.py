@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from service.core import transitions
+from service.core import logs, metrics, transitions
 from service.core.db.engine import database_unreachable
 from service.core.events import schemas as events
 from service.core.transcript import Transcript, TranscriptSegment
@@ -85,6 +85,7 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
             raise JobHeld(remaining)
         log.info("job %s: nothing to do (duplicate, finished or cancelled)", job_id)
         return "skipped"
+    logs.bind(attempt=claim.token)
     log.info("job %s: claimed (attempt %d) on %s pid %d", job_id, claim.token, worker, os.getpid())
     runtime.emit(events.Started(job_id=job_id, attempt=claim.token, worker=worker))
     try:
@@ -93,7 +94,9 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
         with runtime.lease_kept(claim):
             faults.checkpoint(runtime.settings, "claimed", claim)
             model = _load_or_release(runtime, claim)
+            began = time.monotonic()
             transcript = _transcribe(runtime, claim, model)
+            busy = time.monotonic() - began
         completed = runtime.write(transitions.complete_job, claim, transcript)
     except ClaimLost:
         log.info("job %s: stopped early: cancelled, deleted or claimed elsewhere", job_id)
@@ -112,6 +115,7 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
         log.exception("job %s: transcription failed", job_id)
         return _fail(runtime, claim, "transcription_failed", f"{type(exc).__name__}: {exc}")
     if completed:
+        metrics.observe_transcription(busy, transcript.duration)
         runtime.emit(
             events.Completed(
                 job_id=job_id,

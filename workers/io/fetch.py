@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from service.core import transitions
+from service.core import metrics, transitions
 from service.core.audio import content_type_accepted, probe_audio
 from service.core.egress import EgressClient, body_chunks, redact
 from service.core.errors import (
@@ -53,6 +54,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
         url = await transitions.start_fetch(session, job_uuid)
     if url is None:
         return "skipped"
+    began = time.monotonic()
     await _progress(ctx, job_id, "fetching")
 
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,7 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
         # Cancelled or deleted while we fetched (or a duplicate won): keep nothing.
         _discard(part)
         return "skipped"
+    metrics.observe_stage("fetch", time.monotonic() - began)
     await publish_pending(sessions, ctx["publisher"], ids=[outbox_id], offload=ctx["in_hub"])
     return "fetched"
 

@@ -53,3 +53,5 @@ class WorkerSettings:
     celery_app = app
     retry_policy = staticmethod(retry_transient)
     log_level = settings.log_level
+    # JSON logs: no start-up banner, which Celery prints outside logging.
+    quiet = settings.log_format == "json"

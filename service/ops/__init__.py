@@ -1,0 +1,1 @@
+"""Operator endpoints: Prometheus metrics (``/metrics``), queue depths and ETAs (``/v1/queues``)."""
