@@ -69,6 +69,17 @@ _RELEASE = text(
 )
 
 
+# One owner's transcriptions in one lane: how many are held, how many in flight.
+_OWNER_LANE = text(
+    """
+    SELECT count(*) FILTER (WHERE o.held) AS held,
+           count(DISTINCT o.job_id) FILTER (WHERE NOT o.held) AS inflight
+    FROM jobs j JOIN outbox o ON o.job_id = j.id
+    WHERE j.status = 'queued' AND j.owner = :owner AND o.queue = :lane
+    """
+)
+
+
 def holds(settings: Settings, task: TaskRef, owner: str | None) -> bool:
     """Whether ``task``'s message for ``owner``'s job waits for the owner's fair share."""
     return settings.fair_share_per_owner > 0 and owner is not None and task.queue in GPU_QUEUES
@@ -90,6 +101,9 @@ async def stage_next_task(
     task, limit = next_task(
         settings, has_audio=has_audio, audio_seconds=audio_seconds, priority=priority
     )
+    held = False
+    if not recovery and holds(settings, task, owner):
+        held = not await _has_room(session, settings, task.queue, owner or "")
     return await add_message(
         session,
         task,
@@ -97,8 +111,18 @@ async def stage_next_task(
         job_id=job_id,
         time_limit=limit,
         owner=owner,
-        held=not recovery and holds(settings, task, owner),
+        held=held,
     )
+
+
+async def _has_room(session: AsyncSession, settings: Settings, lane: str, owner: str) -> bool:
+    """Whether ``owner`` may send one more message to ``lane`` now: under its share, and
+    nothing of its held before (first come, first sent). Concurrent submits of one owner
+    wait for each other here (a lock until commit), so they can't both take the last slot."""
+    lock = f"steno-fair:{owner}:{lane}"
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": lock})
+    row = (await session.execute(_OWNER_LANE, {"owner": owner, "lane": lane})).one()
+    return bool(row.held == 0 and row.inflight < settings.fair_share_per_owner)
 
 
 async def stage_transcription(

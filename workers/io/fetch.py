@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from service.core import transitions
+from service.core import fairness, transitions
 from service.core.audio import content_type_accepted, probe_audio
 from service.core.egress import EgressClient, body_chunks, redact
 from service.core.errors import (
