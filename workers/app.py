@@ -31,6 +31,12 @@ def create_celery_app(settings: Settings) -> Celery:
         time_limit=settings.max_time_limit,
         task_events=settings.task_events,
     )
+    # Poll the queues in the order ``-Q`` lists them, not round-robin: a GPU worker consumes
+    # its lanes highest first, so a free child takes a high job before any normal one.
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "queue_order_strategy": "priority",
+    }
     app.conf.update(
         task_routes=task_routes(),
         beat_schedule={

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.core.routing import GPU_QUEUES
 from service.core.settings import Settings
 
 __all__ = ["ROOT", "exec_process", "install_models", "migrate", "process_argv", "python_module"]
@@ -61,8 +62,9 @@ def process_argv(name: str, settings: Settings) -> list[str]:
             "prefork",
             "-c",
             str(settings.gpu_concurrency),
+            # Every priority lane, highest first: polled in this order (workers/app.py).
             "-Q",
-            "gpu",
+            ",".join(GPU_QUEUES),
             "-n",
             "gpu@%h",
             # Recycle children now and then: long-lived CUDA processes leak.

@@ -38,8 +38,13 @@ async def add_message(
     *,
     job_id: uuid.UUID | None = None,
     time_limit: float | None = None,
+    owner: str | None = None,
+    held: bool = False,
 ) -> int:
-    """Stage a task message in the caller's transaction; returns its outbox id."""
+    """Stage a task message in the caller's transaction; returns its outbox id.
+
+    A ``held`` message waits until ``service.core.fairness`` releases it for its ``owner``.
+    """
     message = OutboxMessage(
         job_id=job_id,
         task_name=task.name,
@@ -47,6 +52,8 @@ async def add_message(
         args=args,
         time_limit=time_limit,
         publish_attempts=0,
+        owner=owner,
+        held=held,
     )
     session.add(message)
     await session.flush()
@@ -64,6 +71,8 @@ async def publish_pending(
 ) -> int:
     """Publish unpublished messages (only ``ids`` when given) and mark them; returns how many.
 
+    Held messages (``service.core.fairness``) are left alone until they are released.
+
     Rows are locked with ``SKIP LOCKED`` so the fast path and the sweep never publish the
     same row at the same moment. The first broker error stops the batch: the rest stay
     unpublished for the next sweep. ``offload`` runs the blocking publish off the event loop
@@ -71,7 +80,7 @@ async def publish_pending(
     """
     query = (
         select(OutboxMessage)
-        .where(OutboxMessage.published_at.is_(None))
+        .where(OutboxMessage.published_at.is_(None), OutboxMessage.held.is_(False))
         .order_by(OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core.db.models import Job
+from service.core.db.models import Job, OutboxMessage
 from service.core.states import ACTIVE, WORKER_LOST, JobStatus
 from service.core.transitions import ATTEMPTS_SPENT, lease_lapsed, mark_failed
 
@@ -23,6 +23,8 @@ class Stranded:
     job_id: uuid.UUID
     has_audio: bool
     audio_seconds: float | None
+    owner: str | None = None
+    priority: str = "normal"
 
 
 async def stranded_jobs(
@@ -39,7 +41,8 @@ async def stranded_jobs(
     With ``everything`` (the broker lost its queues) that is every queued or running job,
     in pages by id after ``after``. Otherwise it is running jobs whose lease ran out and
     that were not touched for a lease (so a job is re-sent at most once per lease), and
-    queued jobs untouched for ``queued_for`` seconds.
+    queued jobs untouched for ``queued_for`` seconds. A job whose message is still held
+    in the outbox (``service.core.fairness``) is never stranded: it has none to lose.
     """
     condition: Any = Job.status.in_(ACTIVE)
     if everything:
@@ -57,6 +60,8 @@ async def stranded_jobs(
                 Job.updated_at < func.now() - timedelta(seconds=queued_for),
             ),
         )
+    waiting_held = exists().where(OutboxMessage.job_id == Job.id, OutboxMessage.held)
+    condition = and_(condition, ~waiting_held)
     rows = (
         await session.execute(
             update(Job)
@@ -71,10 +76,10 @@ async def stranded_jobs(
                 )
             )
             .values(updated_at=func.now())
-            .returning(Job.id, Job.audio_path, Job.audio_seconds)
+            .returning(Job.id, Job.audio_path, Job.audio_seconds, Job.owner, Job.priority)
         )
     ).all()
-    found = [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
+    found = [_stranded(row) for row in rows]
     return sorted(found, key=lambda job: job.job_id)
 
 
@@ -118,8 +123,12 @@ async def reap_expired_leases(
                 lease_expires_at=None,
                 updated_at=func.now(),
             )
-            .returning(Job.id, Job.audio_path, Job.audio_seconds)
+            .returning(Job.id, Job.audio_path, Job.audio_seconds, Job.owner, Job.priority)
         )
     ).all()
-    requeued = [Stranded(row.id, row.audio_path is not None, row.audio_seconds) for row in rows]
+    requeued = [_stranded(row) for row in rows]
     return sorted(requeued, key=lambda job: job.job_id), failed_ids
+
+
+def _stranded(row: Any) -> Stranded:
+    return Stranded(row.id, row.audio_path is not None, row.audio_seconds, row.owner, row.priority)

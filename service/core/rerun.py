@@ -22,8 +22,7 @@ from service.core.errors import AudioGone, JobNotFound, JobNotRetryable
 from service.core.events.publish import emit
 from service.core.events.schemas import Queued
 from service.core.events.stream import stream_key
-from service.core.outbox import add_message
-from service.core.routing import next_task
+from service.core.fairness import stage_next_task
 from service.core.settings import Settings
 from service.core.states import JobStatus
 
@@ -74,7 +73,7 @@ async def rerun_job(
                 attempts_base=Job.attempts,
                 updated_at=func.now(),
             )
-            .returning(Job.audio_path, Job.audio_seconds)
+            .returning(Job.audio_path, Job.audio_seconds, Job.priority)
         )
     ).first()
     if row is None:
@@ -87,10 +86,15 @@ async def rerun_job(
             )
         raise AudioGone(f"the audio of job {job_id} was deleted (retention); submit it again")
     await session.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
-    task, limit = next_task(
-        settings, has_audio=row.audio_path is not None, audio_seconds=row.audio_seconds
+    outbox_id = await stage_next_task(
+        session,
+        settings,
+        job_id,
+        owner=owner,
+        priority=row.priority,
+        has_audio=row.audio_path is not None,
+        audio_seconds=row.audio_seconds,
     )
-    outbox_id = await add_message(session, task, [str(job_id)], job_id=job_id, time_limit=limit)
     job = await session.get(Job, job_id, populate_existing=True)
     if job is None:  # can't happen: this transaction holds the row since the UPDATE
         raise JobNotFound(f"no job with id {job_id}")

@@ -18,10 +18,31 @@ if TYPE_CHECKING:
 
 
 class QueueName(enum.StrEnum):
-    """The queues, one per worker pool; room for more (e.g. a priority lane)."""
+    """The queues: ``io`` for the IO pool, three priority lanes for the GPU pool."""
 
     IO = "io"
+    GPU_HIGH = "gpu.high"
     GPU = "gpu"
+    GPU_LOW = "gpu.low"
+
+
+class Priority(enum.StrEnum):
+    """A job's priority on the GPU pool (``normal`` unless the submit says otherwise)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+# Each priority's lane. GPU workers consume the lanes in this order and the Redis transport
+# polls them in that order (``queue_order_strategy="priority"``), so a free GPU child takes
+# a high job before any normal one, and a normal one before any low one.
+GPU_LANES: dict[Priority, QueueName] = {
+    Priority.HIGH: QueueName.GPU_HIGH,
+    Priority.NORMAL: QueueName.GPU,
+    Priority.LOW: QueueName.GPU_LOW,
+}
+GPU_QUEUES: tuple[str, ...] = tuple(lane.value for lane in GPU_LANES.values())
 
 
 class TaskName(enum.StrEnum):
@@ -73,13 +94,18 @@ def task_routes() -> dict[str, dict[str, Any]]:
 
 
 def next_task(
-    settings: Settings, *, has_audio: bool, audio_seconds: float | None
+    settings: Settings,
+    *,
+    has_audio: bool,
+    audio_seconds: float | None,
+    priority: str = Priority.NORMAL,
 ) -> tuple[TaskRef, float]:
     """The task that moves an active job on, and its hard time limit.
 
-    A job with stored audio is transcribed (the limit scales with its duration); one
-    without is fetched first.
+    A job with stored audio is transcribed in its priority's GPU lane (the limit scales
+    with its duration); one without is fetched first (the IO queue has one lane).
     """
     if has_audio:
-        return TRANSCRIBE, settings.transcribe_time_limit(audio_seconds)
+        lane = GPU_LANES[Priority(priority)]
+        return TaskRef(TRANSCRIBE.name, lane.value), settings.transcribe_time_limit(audio_seconds)
     return FETCH_AUDIO, settings.fetch_time_limit

@@ -66,6 +66,11 @@ class Settings:
     # A queued job untouched this long gets its task message sent again (a message can be
     # lost with Redis, or consumed by a task that gave up); duplicates are harmless.
     redrive_after_seconds: float = 3600.0
+    # Per-owner fairness on the GPU lanes: at most this many of one owner's transcriptions
+    # wait in each lane's broker queue; the rest wait in PostgreSQL (held outbox rows) and
+    # are released round-robin as those start (service.core.fairness). 0 turns it off.
+    # Keep it at least the number of GPU children, or one owner alone can't fill them.
+    fair_share_per_owner: int = 4
     outbox_sweep_seconds: float = 5.0
     outbox_grace_seconds: float = 2.0
     publish_timeout_seconds: float = 3.0
@@ -264,6 +269,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(f"STENO_LOG_FORMAT={settings.log_format!r}: use text or json")
     if settings.lease_seconds < 4:
         raise SettingsError("STENO_LEASE_SECONDS must be at least 4")
+    if settings.fair_share_per_owner < 0:
+        raise SettingsError("STENO_FAIR_SHARE_PER_OWNER must be 0 (off) or more")
     if settings.max_attempts < 1:
         raise SettingsError("STENO_MAX_ATTEMPTS must be at least 1")
     if settings.events_maxlen < 100 or settings.events_ttl_seconds < 60:

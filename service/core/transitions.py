@@ -45,6 +45,7 @@ class NewJob:
     webhook_key_id: uuid.UUID | None = None
     audio_sha256: str | None = None
     options_digest: str | None = None
+    priority: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
         webhook_key_id=new.webhook_key_id,
         audio_sha256=new.audio_sha256,
         options_digest=new.options_digest,
+        priority=new.priority,
         progress_stage="queued",
         progress_percent=0.0,
         attempts=0,

@@ -23,6 +23,8 @@ class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):
     webhook_url: str | None = None
     # Answer with a completed job of the same audio and options instead of a new one.
     dedupe: bool = False
+    # The job's GPU lane: high, normal or low.
+    priority: str | None = None
 
 
 class Progress(msgspec.Struct):
@@ -83,6 +85,7 @@ class JobView(msgspec.Struct):
     filename: str | None
     audio_url: str | None
     webhook_url: str | None = None
+    priority: str = "normal"
 
     @classmethod
     def from_row(cls, job: Job) -> JobView:
@@ -106,6 +109,7 @@ class JobView(msgspec.Struct):
             filename=job.filename,
             audio_url=job.audio_url,
             webhook_url=job.webhook_url,
+            priority=job.priority,
         )
 
 

@@ -28,8 +28,8 @@ from service.core.audio import content_type_accepted, probe_audio
 from service.core.db.models import Job
 from service.core.egress import EgressClient, EgressPolicy
 from service.core.errors import InvalidUrl, UnsupportedMediaType, UnsupportedModel, ValidationFailed
-from service.core.outbox import add_message
-from service.core.routing import next_task
+from service.core.fairness import stage_next_task
+from service.core.routing import Priority
 from service.core.settings import Settings
 from service.core.storage import incoming_path
 from service.jobs import reuse
@@ -101,6 +101,16 @@ def parse_options(
     if prompt is not None and "\x00" in prompt:
         raise ValidationFailed("initial_prompt may not contain NUL characters")
     return JobOptions(model=chosen, language=code, word_timestamps=words, initial_prompt=prompt)
+
+
+def parse_priority(value: str | None) -> str:
+    """The job's priority (``high``, ``normal``, ``low``; empty means normal)."""
+    text = (value or "").strip().lower() or Priority.NORMAL.value
+    if text not in set(Priority):
+        raise ValidationFailed(
+            f"priority {value!r} is not one of: {', '.join(p.value for p in Priority)}"
+        )
+    return text
 
 
 def parse_flag(value: bool | str | None, name: str) -> bool:
@@ -241,6 +251,7 @@ async def accept_upload(
         if existing is not None:
             Path(path).unlink(missing_ok=True)
             return existing
+        priority = parse_priority(fields.get("priority"))
         info = await probe_audio(path, max_seconds=settings.max_audio_seconds)
         new = transitions.NewJob(
             id=job_id,
@@ -252,6 +263,7 @@ async def accept_upload(
             content_type=upload.content_type,
             audio_bytes=upload.size,
             audio_seconds=info.duration,
+            priority=priority,
             **_recorded(submit),
         )
         enqueue = asyncio.ensure_future(_enqueue(sessionmaker, settings, new, submit))
@@ -314,6 +326,7 @@ async def accept_url(
     """
     url = check_audio_url(request.audio_url)
     http.policy.check_url(url)
+    priority = parse_priority(request.priority)
     options = parse_options(
         settings,
         model=request.model,
@@ -343,6 +356,7 @@ async def accept_url(
         source="url",
         **dataclasses.asdict(options),
         audio_url=url,
+        priority=priority,
         **_recorded(submit),
     )
     return await _enqueue(sessionmaker, settings, new, submit)
@@ -365,9 +379,6 @@ async def _enqueue(
 ) -> Accepted:
     """Commit the job row, its first task message and its Idempotency-Key in one
     transaction; when a concurrent submit committed the key first, answer with its job."""
-    task, time_limit = next_task(
-        settings, has_audio=new.audio_path is not None, audio_seconds=new.audio_seconds
-    )
     key = submit.idempotency_key if submit is not None else None
     for _ in range(3):
         try:
@@ -384,8 +395,15 @@ async def _enqueue(
                     )
                     if not remembered:
                         raise reuse.KeyTaken()
-                outbox_id = await add_message(
-                    session, task, [str(new.id)], job_id=new.id, time_limit=time_limit
+                # Held instead of sent when the owner's fair share of its lane is taken.
+                outbox_id = await stage_next_task(
+                    session,
+                    settings,
+                    new.id,
+                    owner=new.owner,
+                    priority=new.priority,
+                    has_audio=new.audio_path is not None,
+                    audio_seconds=new.audio_seconds,
                 )
             return Accepted(job=job, outbox_id=outbox_id)
         except reuse.KeyTaken:

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
@@ -86,6 +86,10 @@ class GpuRuntime:
     ) -> T:
         """``transact`` from the child's main thread, waiting for its result."""
         coro = self.transact(operation, *args, **kwargs)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on this child's loop from its main thread, waiting for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     @contextlib.contextmanager

@@ -16,6 +16,8 @@ import billiard.process
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from service.core import fairness
+from service.core.broker import CeleryPublisher
 from service.core.db.engine import database_unreachable
 from service.core.routing import QueueName, TaskName
 from workers.app import app, settings, worker_queues
@@ -72,7 +74,9 @@ def transcribe(self: Task, job_id: str) -> str:
             child = runtime()
         except Exception as exc:
             raise WorkerUnfit(f"GPU child could not start: {exc}") from exc
-        return run_transcription(child, job_id, worker=str(self.request.hostname))
+        outcome = run_transcription(child, job_id, worker=str(self.request.hostname))
+        _release_held(child)
+        return outcome
     except WorkerUnfit as unfit:
         # Not the job's fault: hand the message back for this or another worker to retry.
         log.error("gpu.transcribe %s: %s; retrying", job_id, unfit)
@@ -88,3 +92,14 @@ def transcribe(self: Task, job_id: str) -> str:
             log.warning("gpu.transcribe %s: database unreachable, retrying: %s", job_id, exc)
             retry_later(self, exc)
         raise
+
+
+def _release_held(child: GpuRuntime) -> None:
+    """Send the owners' next held jobs now, not at the relay's next sweep: this job left its
+    lane (``service.core.fairness``). Best effort: the sweep releases them otherwise."""
+    if settings.fair_share_per_owner <= 0:
+        return
+    try:
+        child.run(fairness.release_and_publish(child.sessions, CeleryPublisher(app), settings))
+    except Exception as exc:
+        log.warning("held jobs not released now (the relay's sweep will): %s", exc)

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from service.core import metrics, transitions
+from service.core import fairness, metrics, transitions
 from service.core.audio import content_type_accepted, probe_audio
 from service.core.egress import EgressClient, body_chunks, redact
 from service.core.errors import (
@@ -28,8 +28,7 @@ from service.core.errors import (
 )
 from service.core.events import schemas as events
 from service.core.events.publish import emit
-from service.core.outbox import add_message, publish_pending
-from service.core.routing import next_task
+from service.core.outbox import publish_pending
 from service.core.settings import Settings
 from service.core.storage import incoming_path
 from workers.arq import Retry
@@ -109,9 +108,8 @@ async def fetch_audio(ctx: dict[str, Any], job_id: str) -> str:
             )
             outbox_id = None
             if attached:
-                task, limit = next_task(settings, has_audio=True, audio_seconds=info.duration)
-                outbox_id = await add_message(
-                    session, task, [job_id], job_id=job_uuid, time_limit=limit
+                outbox_id = await fairness.stage_transcription(
+                    session, settings, job_uuid, audio_seconds=info.duration
                 )
                 # Before the commit: if the rename fails, the job is not left pointing nowhere.
                 part.replace(final)

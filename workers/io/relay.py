@@ -15,9 +15,8 @@ import logging
 import time
 from typing import Any
 
-from service.core import redrive
-from service.core.outbox import PUBLISH_BATCH, add_message, publish_pending
-from service.core.routing import next_task
+from service.core import fairness, redrive
+from service.core.outbox import PUBLISH_BATCH, publish_pending
 from service.core.settings import Settings
 from workers.io.webhooks import dispatch_webhooks
 
@@ -27,7 +26,8 @@ BROKER_MARKER = "steno:broker-marker"
 
 
 async def relay_outbox(ctx: dict[str, Any]) -> int:
-    """Re-enqueue stranded jobs, publish outbox messages older than the grace period, then
+    """Re-enqueue stranded jobs, release held transcriptions within each owner's fair share
+    (``service.core.fairness``), publish outbox messages older than the grace period, then
     send the webhook deliveries that are due.
 
     Returns how many messages went out. The grace period leaves fresh rows to the fast
@@ -36,7 +36,9 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
     settings: Settings = ctx["settings"]
     await reap_expired(ctx)
     await redrive_stranded(ctx)
-    total = 0
+    total = await fairness.release_and_publish(
+        ctx["sessions"], ctx["publisher"], settings, offload=ctx["in_hub"]
+    )
     while True:
         sent = await publish_pending(
             ctx["sessions"],
@@ -107,5 +109,14 @@ async def redrive_stranded(ctx: dict[str, Any]) -> int:
 
 
 async def _stage(session: Any, settings: Settings, job: redrive.Stranded) -> int:
-    task, limit = next_task(settings, has_audio=job.has_audio, audio_seconds=job.audio_seconds)
-    return await add_message(session, task, [str(job.job_id)], job_id=job.job_id, time_limit=limit)
+    # Its message may be lost: re-sent at once, in its lane, never held for fairness.
+    return await fairness.stage_next_task(
+        session,
+        settings,
+        job.job_id,
+        owner=job.owner,
+        priority=job.priority,
+        has_audio=job.has_audio,
+        audio_seconds=job.audio_seconds,
+        recovery=True,
+    )

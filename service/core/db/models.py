@@ -113,6 +113,10 @@ class Job(Base):
     # Content dedupe: the audio's SHA-256 (at upload or fetch) and a digest of the options.
     audio_sha256: Mapped[str | None] = mapped_column(String(64))
     options_digest: Mapped[str | None] = mapped_column(String(64))
+    # The GPU lane the job's transcription goes to (service.core.routing.Priority).
+    priority: Mapped[str] = mapped_column(
+        String(8), nullable=False, default="normal", server_default="normal"
+    )
 
 
 class Transcript(Base):
@@ -139,6 +143,8 @@ class OutboxMessage(Base):
     __table_args__ = (
         # The relay's sweep only ever looks at what is still unpublished.
         Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+        # Fairness: the held rows, per lane and owner, oldest first.
+        Index("ix_outbox_held", "queue", "owner", "id", postgresql_where=text("held")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -155,6 +161,12 @@ class OutboxMessage(Base):
     )
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Per-owner fairness (service.core.fairness): whose job the message moves on, and whether
+    # it waits here until the owner has room in its lane (the relay never publishes a held row).
+    owner: Mapped[str | None] = mapped_column(String(64))
+    held: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
 
 
 class JobEvent(Base):
