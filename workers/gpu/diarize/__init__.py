@@ -1,1 +1,1 @@
-"""Speaker diarization for the GPU pool: VAD, voice embeddings, clustering, assignment; no Celery."""
+"""Speaker diarization for the GPU pool: VAD, embeddings, clustering, assignment; no Celery."""

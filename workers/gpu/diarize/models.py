@@ -77,7 +77,9 @@ def load_models(device: str = "cpu") -> DiarizationModels:
         def forward(self, mels: torch.Tensor) -> torch.Tensor:
             _, (hidden, _) = self.lstm(mels)
             embeds = self.relu(self.linear(hidden[-1]))
-            return embeds / torch.norm(embeds, dim=1, keepdim=True).clamp_min(1e-9)
+            norm: torch.Tensor = torch.norm(embeds, dim=1, keepdim=True).clamp_min(1e-9)
+            out: torch.Tensor = embeds / norm
+            return out
 
     encoder = SpeakerEncoder()
     checkpoint = torch.load(str(verify(ENCODER)), map_location="cpu", weights_only=True)

@@ -151,7 +151,7 @@ def _embed(
     vectors = np.zeros((len(spans), 256), dtype=np.float32)
     by_length: dict[int, list[int]] = {}
     for index, span in enumerate(spans):
-        length = int(round((span.end - span.start) * SAMPLE_RATE))
+        length = round((span.end - span.start) * SAMPLE_RATE)
         by_length.setdefault(length, []).append(index)
     done = 0
     for length, indices in by_length.items():
@@ -165,7 +165,7 @@ def _embed(
 
 
 def _clip(audio: npt.NDArray[np.float32], start: float, length: int) -> npt.NDArray[np.float32]:
-    first = int(round(start * SAMPLE_RATE))
+    first = round(start * SAMPLE_RATE)
     clip = audio[first : first + length]
     if len(clip) < length:
         clip = np.pad(clip, (0, length - len(clip)))

@@ -1,4 +1,4 @@
-"""The diarization weights: files shipped inside the silero-vad and Resemblyzer wheels, sha256-pinned.
+"""The diarization weights: files inside the silero-vad and Resemblyzer wheels, sha256-pinned.
 
 Nothing is downloaded: ``pip install`` brings the files, and ``verify`` checks each one against
 its pinned digest before a model is built from it (at load, and by ``steno models install
