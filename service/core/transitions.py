@@ -34,6 +34,7 @@ class NewJob:
     initial_prompt: str | None = None
     task: str = "transcribe"
     temperature: float | None = None
+    diarization: dict[str, Any] | None = None
     audio_url: str | None = None
     audio_path: str | None = None
     filename: str | None = None
@@ -64,6 +65,7 @@ class Claim:
     attempts_base: int = 0
     task: str = "transcribe"
     temperature: float | None = None
+    diarization: dict[str, Any] | None = None
 
 
 async def create_job(session: AsyncSession, new: NewJob) -> Job:
@@ -79,6 +81,7 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
         initial_prompt=new.initial_prompt,
         task=new.task,
         temperature=new.temperature,
+        diarization=new.diarization,
         audio_url=new.audio_url,
         audio_path=new.audio_path,
         filename=new.filename,
@@ -192,6 +195,7 @@ async def claim_job(
                 Job.attempts_base,
                 Job.task,
                 Job.temperature,
+                Job.diarization,
             )
         )
     ).first()
@@ -222,6 +226,7 @@ async def claim_job(
         attempts_base=row.attempts_base,
         task=row.task,
         temperature=row.temperature,
+        diarization=row.diarization,
     )
 
 

@@ -23,6 +23,11 @@ class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):
     webhook_url: str | None = None
     # Answer with a completed job of the same audio and options instead of a new one.
     dedupe: bool = False
+    # Speaker diarization: who spoke when (see the README's Diarization section).
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 class Progress(msgspec.Struct):

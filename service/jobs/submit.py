@@ -37,6 +37,7 @@ from service.jobs.formats import LANGUAGE_NAMES
 from service.jobs.schemas import SubmitUrl
 from service.jobs.uploads import ReceivedUpload, receive_upload
 from service.jobs.urlcheck import check_url_readable
+from service.speakers.options import parse_diarization
 from service.webhooks.urls import check_webhook_url
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class JobOptions:
     # Whisper's fallback schedule); only the OpenAI-compatible routes set them.
     task: str = "transcribe"
     temperature: float | None = None
+    # Speaker diarization (see service.speakers.options); None: not diarized.
+    diarization: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,10 @@ def parse_options(
     language: str | None,
     word_timestamps: bool | str | None,
     initial_prompt: str | None,
+    diarize: bool | str | None = None,
+    num_speakers: int | str | None = None,
+    min_speakers: int | str | None = None,
+    max_speakers: int | str | None = None,
 ) -> JobOptions:
     """Check the options a client sent; raises ``ValidationFailed``/``UnsupportedModel``."""
     chosen = (model or "").strip() or settings.whisper_model
@@ -100,7 +107,25 @@ def parse_options(
         raise ValidationFailed(f"initial_prompt is longer than {MAX_PROMPT_CHARS} characters")
     if prompt is not None and "\x00" in prompt:
         raise ValidationFailed("initial_prompt may not contain NUL characters")
-    return JobOptions(model=chosen, language=code, word_timestamps=words, initial_prompt=prompt)
+    diarization = parse_diarization(
+        diarize, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers
+    )
+    return JobOptions(
+        model=chosen,
+        language=code,
+        word_timestamps=words,
+        initial_prompt=prompt,
+        diarization=diarization,
+    )
+
+
+def _digestible(options: JobOptions) -> dict[str, Any]:
+    # Without diarization the options digest stays what it was before the option existed, so
+    # dedupe still finds jobs completed earlier.
+    fields = dataclasses.asdict(options)
+    if fields["diarization"] is None:
+        del fields["diarization"]
+    return fields
 
 
 def parse_flag(value: bool | str | None, name: str) -> bool:
@@ -134,7 +159,7 @@ async def _submission(
     fingerprint = reuse.digest(
         {
             "audio": audio_sha256 or audio_url,
-            "options": dataclasses.asdict(options),
+            "options": _digestible(options),
             "webhook_url": webhook,
             "dedupe": flag,
         }
@@ -144,7 +169,7 @@ async def _submission(
         key_id=key_id,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
-        options_digest=reuse.digest(dataclasses.asdict(options)),
+        options_digest=reuse.digest(_digestible(options)),
         webhook_url=webhook,
         dedupe=flag,
         audio_sha256=audio_sha256,
@@ -224,6 +249,10 @@ async def accept_upload(
                 language=fields.get("language"),
                 word_timestamps=fields.get("word_timestamps"),
                 initial_prompt=fields.get("initial_prompt"),
+                diarize=fields.get("diarize"),
+                num_speakers=fields.get("num_speakers"),
+                min_speakers=fields.get("min_speakers"),
+                max_speakers=fields.get("max_speakers"),
             )
         )
         submit = await _submission(
@@ -320,6 +349,10 @@ async def accept_url(
         language=request.language,
         word_timestamps=request.word_timestamps,
         initial_prompt=request.initial_prompt,
+        diarize=request.diarize,
+        num_speakers=request.num_speakers,
+        min_speakers=request.min_speakers,
+        max_speakers=request.max_speakers,
     )
     submit = await _submission(
         settings,
