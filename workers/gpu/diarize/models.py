@@ -8,6 +8,7 @@ need, so only its weight file is used. The mel front end matches Resemblyzer's (
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,11 @@ def load_models(device: str = "cpu") -> DiarizationModels:
     import torch
     from torch import nn
 
-    vad = torch.jit.load(str(verify(VAD)), map_location="cpu")
+    with warnings.catch_warnings():
+        # silero-vad ships TorchScript (or ONNX, which would need onnxruntime); torch 2.13
+        # deprecates loading TorchScript but still does it.
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+        vad = torch.jit.load(str(verify(VAD)), map_location="cpu")
     vad.eval()
 
     class SpeakerEncoder(nn.Module):
