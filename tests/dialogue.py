@@ -22,6 +22,8 @@ VOICES: tuple[tuple[str, ...], ...] = (
 )
 GAP_SECONDS = 0.4
 RATE = 16_000
+_RAW_OUT = ("-ar", str(RATE), "-ac", "1", "-f", "f32le", "-")
+_RAW_IN = ("-ar", str(RATE), "-ac", "1", "-i", "-")
 
 
 def voice_clip(text: str, voice: int) -> npt.NDArray[np.float32]:
@@ -30,8 +32,7 @@ def voice_clip(text: str, voice: int) -> npt.NDArray[np.float32]:
         raw = Path(tmp) / "espeak.wav"
         subprocess.run(["espeak-ng", *VOICES[voice], "-w", str(raw), text], check=True)
         decoded = subprocess.run(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(raw)]
-            + ["-ar", str(RATE), "-ac", "1", "-f", "f32le", "-"],
+            [*("ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(raw)), *_RAW_OUT],
             check=True,
             capture_output=True,
         ).stdout
@@ -43,7 +44,7 @@ def voice_clip(text: str, voice: int) -> npt.NDArray[np.float32]:
 def dialogue(
     order: Sequence[int],
 ) -> tuple[npt.NDArray[np.float32], list[tuple[float, float, int]]]:
-    """Turns by ``order``'s voices (one sentence each, 0.4 s apart): audio and (start, end, voice)."""
+    """``order``'s voices, a sentence each, 0.4 s apart: the audio and (start, end, voice)."""
     pieces: list[npt.NDArray[np.float32]] = []
     truth: list[tuple[float, float, int]] = []
     at = 0.0
@@ -58,8 +59,7 @@ def dialogue(
 def write_wav(samples: npt.NDArray[np.float32], path: Path) -> Path:
     """Write float samples as a 16 kHz mono WAV file."""
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-f", "f32le", "-ar", str(RATE)]
-        + ["-ac", "1", "-i", "-", str(path)],
+        [*("ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-f", "f32le"), *_RAW_IN, str(path)],
         input=samples.tobytes(),
         check=True,
     )
