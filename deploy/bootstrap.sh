@@ -56,6 +56,9 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   fi
   say "installing Steno and its dependencies into $VENV"
   pip_install -e ".[gpu,dev]"
+  # The speaker encoder's weights only: its own dependencies (librosa, a compiled webrtcvad)
+  # are not used (see pyproject's gpu extra).
+  pip_install --no-deps "Resemblyzer==0.1.4"
   echo "$want" > "$stamp"
 else
   say "Python environment is up to date"
@@ -68,3 +71,5 @@ if [[ -f $model || -f $model_dir/$model.pt ]]; then
 else
   "$VENV/bin/steno" models install "$model"
 fi
+# The diarization weights ship inside the gpu extra's wheels; this checks their pins.
+"$VENV/bin/steno" models install diarization

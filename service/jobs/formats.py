@@ -166,7 +166,23 @@ def render(transcript: Transcript, fmt: TranscriptFormat) -> tuple[bytes, str]:
 
 
 def _render_json(transcript: Transcript) -> bytes:
-    return msgspec.json.encode({"text": transcript.text})
+    if not _diarized(transcript):
+        return msgspec.json.encode({"text": transcript.text})
+    # A diarized transcript's plain JSON also says who spoke when, segment by segment.
+    segments = [
+        {
+            "start": _seconds(s.start),
+            "end": _seconds(s.end),
+            "speaker": s.speaker,
+            "text": s.text,
+        }
+        for s in transcript.segments
+    ]
+    return msgspec.json.encode({"text": transcript.text, "segments": segments})
+
+
+def _diarized(transcript: Transcript) -> bool:
+    return any(segment.speaker is not None for segment in transcript.segments)
 
 
 def _render_verbose_json(transcript: Transcript) -> bytes:
@@ -183,6 +199,7 @@ def _render_verbose_json(transcript: Transcript) -> bytes:
     if words:
         body["words"] = [
             {"word": word.word.strip(), "start": _seconds(word.start), "end": _seconds(word.end)}
+            | ({"speaker": word.speaker} if word.speaker is not None else {})
             for word in words
         ]
     return msgspec.json.encode(body)
@@ -203,6 +220,8 @@ def _verbose_segment(segment: TranscriptSegment) -> dict[str, Any]:
         "compression_ratio": _number(segment.compression_ratio),
         "no_speech_prob": _number(segment.no_speech_prob),
     }
+    if segment.speaker is not None:
+        fields["speaker"] = segment.speaker
     if segment.words is not None:
         # Whisper's own shape: each segment's words with their probability.
         fields["words"] = [
@@ -212,19 +231,32 @@ def _verbose_segment(segment: TranscriptSegment) -> dict[str, Any]:
                 "end": _seconds(word.end),
                 "probability": _number(word.probability),
             }
+            | ({"speaker": word.speaker} if word.speaker is not None else {})
             for word in segment.words
         ]
     return fields
 
 
 def _render_text(transcript: Transcript) -> bytes:
-    return (transcript.text.strip() + "\n").encode()
+    if not _diarized(transcript):
+        return (transcript.text.strip() + "\n").encode()
+    # One "SPEAKER: ..." line per change of speaker.
+    lines: list[tuple[str | None, list[str]]] = []
+    for segment in transcript.segments:
+        text = segment.text.strip()
+        if not text:
+            continue
+        if lines and lines[-1][0] == segment.speaker:
+            lines[-1][1].append(text)
+        else:
+            lines.append((segment.speaker, [text]))
+    return "".join(f"{who}: {' '.join(parts)}\n" for who, parts in lines).encode()
 
 
 def _render_srt(transcript: Transcript) -> bytes:
     blocks = [
         f"{number}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n\n"
-        for number, (start, end, text) in enumerate(_cues(transcript), start=1)
+        for number, (start, end, text) in enumerate(_cues(transcript, "{}: "), start=1)
     ]
     return "".join(blocks).encode()
 
@@ -232,18 +264,23 @@ def _render_srt(transcript: Transcript) -> bytes:
 def _render_vtt(transcript: Transcript) -> bytes:
     blocks = [
         f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n\n"
-        for start, end, text in _cues(transcript)
+        for start, end, text in _cues(transcript, "<v {}>")
     ]
     return ("WEBVTT\n\n" + "".join(blocks)).encode()
 
 
-def _cues(transcript: Transcript) -> list[tuple[int, int, str]]:
-    """Return (start ms, end ms, text) for each segment that has visible text."""
+def _cues(transcript: Transcript, speaker_mark: str = "") -> list[tuple[int, int, str]]:
+    """Return (start ms, end ms, text) for each segment that has visible text.
+
+    A diarized segment's text starts with ``speaker_mark`` filled in with its speaker.
+    """
     cues: list[tuple[int, int, str]] = []
     for segment in transcript.segments:
         text = _cue_text(segment.text)
         if not text:
             continue
+        if segment.speaker is not None:
+            text = speaker_mark.format(segment.speaker) + text
         start = _milliseconds(segment.start)
         cues.append((start, max(start, _milliseconds(segment.end)), text))
     return cues

@@ -25,6 +25,11 @@ class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):
     dedupe: bool = False
     # The job's GPU lane: high, normal or low.
     priority: str | None = None
+    # Speaker diarization: who spoke when (see the README's Diarization section).
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 class Progress(msgspec.Struct):

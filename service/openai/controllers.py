@@ -35,7 +35,8 @@ from service.core.states import JobStatus
 from service.events.hub import EventHub
 from service.events.response import EventStream
 from service.jobs import queries
-from service.jobs.submit import Accepted, JobOptions, accept_upload
+from service.jobs.options import JobOptions
+from service.jobs.submit import Accepted, accept_upload
 from service.jobs.uploads import ReceivedUpload
 from service.openai import answers
 from service.openai.errors import (

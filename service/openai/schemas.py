@@ -18,7 +18,7 @@ import msgspec
 from service.core.errors import ValidationFailed
 from service.core.settings import Settings
 from service.jobs.formats import TranscriptFormat
-from service.jobs.submit import JobOptions, parse_options
+from service.jobs.options import JobOptions, parse_options
 from service.openai.errors import InvalidParameter, ModelNotFound
 
 # OpenAI's name for Whisper: served by Steno's default model.

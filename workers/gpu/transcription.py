@@ -97,6 +97,8 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
             began = time.monotonic()
             transcript = _transcribe(runtime, claim, model)
             busy = time.monotonic() - began
+            if claim.diarization is not None:
+                transcript = _diarize(runtime, claim, transcript)
         completed = runtime.write(transitions.complete_job, claim, transcript)
     except ClaimLost:
         log.info("job %s: stopped early: cancelled, deleted or claimed elsewhere", job_id)
@@ -219,7 +221,8 @@ def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Tr
             model,
             Path(str(claim.audio_path)),
             language=claim.language,
-            word_timestamps=claim.word_timestamps,
+            # Diarization splits segments at speaker changes between words.
+            word_timestamps=claim.word_timestamps or claim.diarization is not None,
             initial_prompt=claim.initial_prompt,
             fp16=runtime.device.startswith("cuda"),
             on_segment=on_segment,
@@ -231,6 +234,16 @@ def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Tr
         if "Failed to load audio" in str(exc):
             raise AudioUnreadable(str(exc).splitlines()[0]) from exc
         raise
+
+
+def _diarize(runtime: GpuRuntime, claim: transitions.Claim, transcript: Transcript) -> Transcript:
+    from workers.gpu.diarization import diarize_transcript
+
+    def report(stage: str, percent: float) -> None:
+        if not runtime.write(transitions.report_progress, claim, stage=stage, percent=percent):
+            raise ClaimLost()
+
+    return diarize_transcript(runtime, claim, transcript, report)
 
 
 def _fail(runtime: GpuRuntime, claim: transitions.Claim, code: str, detail: str) -> str:

@@ -84,6 +84,8 @@ class Job(Base):
     )
     # Sampling temperature a client asked for; None keeps Whisper's fallback schedule.
     temperature: Mapped[float | None] = mapped_column(Float)
+    # Speaker diarization asked for (count bounds, known voice prints); None: not diarized.
+    diarization: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     progress_stage: Mapped[str | None] = mapped_column(String(32))
     progress_percent: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     error_code: Mapped[str | None] = mapped_column(String(64))

@@ -55,6 +55,26 @@ class Segment(_Event, tag="segment"):
     text: str
 
 
+class SpeakerSegment(msgspec.Struct):
+    """A segment of the diarized transcript with its speaker label."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+    speaker: str | None
+
+
+class Speakers(_Event, tag="speakers"):
+    """Diarization is done: the final segments (split at speaker changes) with speakers.
+
+    Sent once, before ``completed``, only for jobs submitted with ``diarize=true``; it
+    replaces the ``segment`` events seen so far (their ids may differ after splits).
+    """
+
+    segments: list[SpeakerSegment]
+
+
 class Completed(_Event, tag="completed"):
     """The transcript is stored; fetch it from ``/v1/jobs/{id}/transcript``."""
 
@@ -76,7 +96,7 @@ class Cancelled(_Event, tag="cancelled"):
     reason: str | None = None
 
 
-Event = Queued | Started | Progress | Segment | Completed | Failed | Cancelled
+Event = Queued | Started | Progress | Segment | Speakers | Completed | Failed | Cancelled
 
 _encoder = msgspec.json.Encoder()
 

@@ -1,0 +1,1 @@
+"""Speaker diarization for the GPU pool: VAD, embeddings, clustering, assignment; no Celery."""
