@@ -109,6 +109,6 @@ class WindowBatcher:
                     window.result.set_exception(exc)
                 continue
             self.batch_sizes[len(batch)] += 1
-            log.debug("decoded a batch of %d windows", len(batch))
+            log.info("decoded a batch of %d windows", len(batch))
             for window, result in zip(batch, results, strict=True):
                 window.result.set_result(result)
