@@ -133,7 +133,7 @@ async def _drive(base: str, clips: list[Path], texts: list[str], key: str) -> di
         wall = time.perf_counter() - began
         outputs = []
         for job_id in ids:
-            response = await client.get(f"/v1/jobs/{job_id}/transcript", params={"format": "txt"})
+            response = await client.get(f"/v1/jobs/{job_id}/transcript", params={"format": "text"})
             response.raise_for_status()
             outputs.append(response.text)
         return _row(wall, texts, outputs)
