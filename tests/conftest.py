@@ -93,6 +93,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         outbox_grace_seconds=0.5,
         lease_seconds=8.0,
         log_level="INFO",
+        # STENO_GPU_BATCH_SIZE=4 runs the suite with batched inference (a threads-pool worker).
+        gpu_batch_size=base.gpu_batch_size,
+        gpu_batch_flush_ms=base.gpu_batch_flush_ms,
         # The suites submit hundreds of jobs a minute; the limit has tests of its own.
         submits_per_minute=0,
         # Audio URLs in tests are served on loopback, which the egress refuses by default.

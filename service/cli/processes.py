@@ -54,6 +54,11 @@ def process_argv(name: str, settings: Settings) -> list[str]:
         # The arq layer's CLI: a Celery worker on the gevent pool serving Steno's IO functions
         # (concurrency, queue and log level come from the settings, see workers/io/worker.py).
         return python_module("workers.arq", "workers.io.worker.WorkerSettings", "-n", "io@%h")
+    if name == "worker-gpu" and settings.gpu_batch_size > 1:
+        # Batched inference: one process, one model, a task thread per batch slot feeding
+        # the window batcher (workers/gpu/batching); one such worker per GPU.
+        threads = ["-P", "threads", "-c", str(settings.gpu_batch_size)]
+        return [*celery, "worker", *threads, "-Q", ",".join(GPU_QUEUES), "-n", "gpu@%h", *quiet]
     if name == "worker-gpu":
         return [
             *celery,

@@ -56,6 +56,12 @@ class Settings:
     db_pool_size: int = 20
     io_concurrency: int = 200
     gpu_concurrency: int = 1
+    # Batched inference (workers/gpu/batching): above 1, the GPU worker is one process with this
+    # many task threads sharing one model, and their 30 s windows are decoded together in
+    # batches of up to this size; 1 keeps the prefork pool (one job per child).
+    gpu_batch_size: int = 1
+    # How long a lone window waits for others to join its batch.
+    gpu_batch_flush_ms: float = 20.0
     # Hard time limit of a transcription is base + factor * audio seconds.
     transcribe_time_limit_base: float = 300.0
     transcribe_time_limit_factor: float = 2.0
@@ -293,6 +299,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_RETAIN_AUDIO_SECONDS and _JOBS_SECONDS must not be negative")
     if settings.retention_sweep_seconds <= 0:
         raise SettingsError("STENO_RETENTION_SWEEP_SECONDS must be positive")
+    if settings.gpu_batch_size < 1 or settings.gpu_batch_flush_ms < 0:
+        raise SettingsError("STENO_GPU_BATCH_SIZE must be >= 1, _FLUSH_MS not negative")
     if settings.transcribe_delay_seconds < 0:
         raise SettingsError("STENO_TRANSCRIBE_DELAY_SECONDS must not be negative")
     shortest = settings.min_visibility_timeout

@@ -11,10 +11,19 @@ import sys
 import time
 from pathlib import Path
 
-from tests.bench import arq_concurrency, httpx_loop, inference, pipeline, sse, task_events
+from tests.bench import (
+    arq_concurrency,
+    batching,
+    httpx_loop,
+    inference,
+    pipeline,
+    sse,
+    task_events,
+)
 
 BENCHMARKS = {
     "inference": inference.run,
+    "batching": batching.run,
     "pipeline": pipeline.run,
     "arq_concurrency": arq_concurrency.run,
     "httpx_loop": httpx_loop.run,

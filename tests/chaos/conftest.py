@@ -206,6 +206,8 @@ class Chaos:
             redis_url=self.redis.url,
             data_dir=self.folder / "data",
             model_dir=load_settings().models_dir.resolve(),
+            # STENO_GPU_BATCH_SIZE > 1 runs the scenarios with batched inference.
+            gpu_batch_size=load_settings().gpu_batch_size,
             **{**CHAOS_SETTINGS, **overrides},
         )
         await asyncio.to_thread(migrate, self.settings)

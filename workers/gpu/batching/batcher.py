@@ -1,0 +1,114 @@
+"""Continuous batching of Whisper's 30 s windows across jobs, at window granularity.
+
+Each job runs openai-whisper's own ``transcribe`` in its task thread (seek, timestamps,
+temperature fallback, prompts: all per job); only the step that decodes one window is handed
+to the ``WindowBatcher``. Its thread stacks the pending windows that share a model and decoding
+options into one ``whisper.decode(model, mel_batch, options)`` call and hands each job its own
+result, so a long job takes one slot per step and never holds up the short ones beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["WindowBatcher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Window:
+    model: Any
+    mel: torch.Tensor
+    options: Any
+    key: tuple[int, str]
+    arrived: float
+    result: Future[Any] = field(default_factory=Future)
+
+
+class WindowBatcher:
+    """Decodes the windows jobs submit, several per forward pass.
+
+    A window waits at most ``flush_seconds`` for others to join it (a lone job is barely
+    delayed); windows that queued while a batch was decoding go out together at once. Only
+    windows with the same model and ``DecodingOptions`` share a batch (whisper decodes one
+    option set per call), and a batch holds at most ``max_batch`` windows. Every forward pass
+    of the process runs under ``forward_lock``: whisper installs its kv-cache and alignment
+    hooks on the shared modules for the length of a call.
+    """
+
+    def __init__(self, max_batch: int, flush_seconds: float) -> None:
+        self.max_batch = max(1, max_batch)
+        self.flush_seconds = max(0.0, flush_seconds)
+        self.forward_lock = threading.RLock()
+        self.batch_sizes: Counter[int] = Counter()
+        self._pending: list[_Window] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="steno-gpu-batcher", daemon=True)
+        self._thread.start()
+
+    def decode(self, model: Any, mel: torch.Tensor, options: Any) -> Any:
+        """Decode one window (``mel`` of shape [n_mels, 3000]) with ``options``; blocks until
+        its batch is done and returns its ``DecodingResult`` (or raises the batch's error)."""
+        if mel.ndim != 2:
+            # A caller batching on its own: not ours to split.
+            with self.forward_lock, torch.inference_mode():
+                return model.decode(mel, options)
+        window = _Window(model, mel, options, (id(model), repr(options)), time.monotonic())
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the window batcher is closed")
+            self._pending.append(window)
+            self._wake.notify()
+        return window.result.result()
+
+    def close(self) -> None:
+        """Stop the batcher thread once the windows already queued are decoded."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(30.0)
+
+    def _next_batch(self) -> list[_Window] | None:
+        with self._wake:
+            while True:
+                if not self._pending:
+                    if self._closed:
+                        return None
+                    self._wake.wait()
+                    continue
+                oldest = self._pending[0]
+                group = [w for w in self._pending if w.key == oldest.key][: self.max_batch]
+                wait = oldest.arrived + self.flush_seconds - time.monotonic()
+                if len(group) >= self.max_batch or wait <= 0 or self._closed:
+                    taken = {id(w) for w in group}
+                    self._pending = [w for w in self._pending if id(w) not in taken]
+                    return group
+                self._wake.wait(wait)
+
+    def _run(self) -> None:
+        import whisper as openai_whisper
+
+        while (batch := self._next_batch()) is not None:
+            first = batch[0]
+            try:
+                with self.forward_lock, torch.inference_mode():
+                    mels = torch.stack([w.mel for w in batch])
+                    results = openai_whisper.decode(first.model, mels, first.options)
+            except BaseException as exc:
+                for window in batch:
+                    window.result.set_exception(exc)
+                continue
+            self.batch_sizes[len(batch)] += 1
+            log.info("decoded a batch of %d windows", len(batch))
+            for window, result in zip(batch, results, strict=True):
+                window.result.set_result(result)
