@@ -10,8 +10,6 @@ import httpx
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
 
 from service.auth.controllers import KeyController
@@ -30,6 +28,7 @@ from service.health.controllers import HealthController, WorkerCensus
 from service.http_errors import EXCEPTION_HANDLERS
 from service.jobs.controllers import JobController
 from service.openai import openai_router
+from service.openapi import V1_SECURITY, describe_api, openapi_config
 from service.ops.backlog import Estimator
 from service.ops.controllers import OpsController
 from service.ops.requests import record_response, request_timer
@@ -96,12 +95,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
         return Provide(provide, sync_to_thread=False)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
-            # Everything under /v1 needs a key; the page, probes and the schema stay open.
-            Router(path="/", route_handlers=V1_CONTROLLERS, middleware=[bearer_auth()]),
             # /v1/audio/*: OpenAI's API, behind the same keys, answering errors in its shape.
             openai_router(),
+            # Everything else under /v1 needs a key; the page, probes and the schema stay open.
+            Router(
+                path="/",
+                route_handlers=V1_CONTROLLERS,
+                middleware=[bearer_auth()],
+                security=V1_SECURITY,
+            ),
             HealthController,
             *web_routes(),
         ],
@@ -124,11 +128,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=OpenAPIConfig(
-            title="Steno",
-            version="0.1.0",
-            description="Audio in, transcripts out, as durable background jobs.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        openapi_config=openapi_config(),
     )
+    # The generated document, completed with what the API really answers (service.openapi).
+    describe_api(app.openapi_schema)
+    return app

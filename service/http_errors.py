@@ -118,7 +118,10 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
     status = exc.status_code
-    return error_response(status, _HTTP_CODES.get(status, f"http_{status}"), exc.detail)
+    # Litestar's own headers stay: a 405 names the allowed methods in ``Allow``.
+    return error_response(
+        status, _HTTP_CODES.get(status, f"http_{status}"), exc.detail, exc.headers or None
+    )
 
 
 def _database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:

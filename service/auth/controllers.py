@@ -14,15 +14,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.auth.guards import admin_only
 from service.auth.keys import create_key, list_keys, revoke_key
 from service.core.db.models import ApiKey
-from service.core.errors import KeyNotFound, ValidationFailed
+from service.core.errors import KeyNotFound
+
+# PostgreSQL text can't hold NUL; a name must not be blank either.
+_NO_NUL = r"^[^\x00]*$"
+_NOT_BLANK = r"^[^\x00]*[^\x00\s][^\x00]*$"
 
 
 class NewKey(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /v1/keys``: who the key is for, whether it is an admin, whose jobs it sees."""
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NOT_BLANK)]
     admin: bool = False
-    owner: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    owner: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL)] | None = None
 
 
 class KeyView(msgspec.Struct):
@@ -69,8 +73,6 @@ class KeyController(Controller):
         self, data: JSONBody[NewKey], sessions: NamedDependency[async_sessionmaker[AsyncSession]]
     ) -> CreatedKey:
         """A new key; its secret is in this answer and nowhere else."""
-        if not data.name.strip():
-            raise ValidationFailed("name must not be blank")
         async with sessions() as session, session.begin():
             key, row = await create_key(
                 session, name=data.name.strip(), admin=data.admin, owner=data.owner

@@ -13,7 +13,13 @@ from service.core.errors import Forbidden
 
 
 def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Let admin keys through; refuse every other key with ``Forbidden``."""
+    """Let admin keys through; refuse every other key with ``Forbidden``.
+
+    ``OPTIONS`` (which the key middleware lets through without a key, as it does on every
+    route) only lists the methods, so it passes too.
+    """
+    if isinstance(connection, Request) and connection.method == "OPTIONS":
+        return
     principal = connection.user
     if not isinstance(principal, Principal) or not principal.admin:
         raise Forbidden("this needs an admin key (steno keys create --admin)")

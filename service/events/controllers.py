@@ -24,9 +24,14 @@ from service.jobs.controllers import parse_job_id
 
 
 def _resume_from(request: Request[Any, Any, Any], last_event_id: str | None) -> Position:
-    raw = request.headers.get("last-event-id") or last_event_id
-    if not raw:
-        return ORIGIN
+    # The header wins: an EventSource reconnects with it, keeping the URL's query. Both are
+    # checked, so a bad query is refused whether or not a header comes with it.
+    given = [raw for raw in (request.headers.get("last-event-id"), last_event_id) if raw]
+    positions = [_position(raw) for raw in given]
+    return positions[0] if positions else ORIGIN
+
+
+def _position(raw: str) -> Position:
     try:
         return Position.parse(raw)
     except ValueError as exc:

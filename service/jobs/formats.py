@@ -15,7 +15,7 @@ import msgspec
 
 from service.core.transcript import Transcript, TranscriptSegment
 
-__all__ = ["LANGUAGE_NAMES", "TranscriptFormat", "language_name", "render"]
+__all__ = ["LANGUAGE_NAMES", "MEDIA_TYPES", "TranscriptFormat", "language_name", "render"]
 
 
 class TranscriptFormat(enum.StrEnum):
@@ -135,7 +135,8 @@ LANGUAGE_NAMES: dict[str, str] = {
 
 _KNOWN_NAMES = frozenset(LANGUAGE_NAMES.values())
 
-_MEDIA_TYPES: dict[TranscriptFormat, str] = {
+# The Content-Type each format is served with.
+MEDIA_TYPES: dict[TranscriptFormat, str] = {
     TranscriptFormat.JSON: "application/json",
     TranscriptFormat.VERBOSE_JSON: "application/json",
     TranscriptFormat.TEXT: "text/plain; charset=utf-8",
@@ -162,7 +163,7 @@ def render(transcript: Transcript, fmt: TranscriptFormat) -> tuple[bytes, str]:
     Rendering never fails on odd timings: negative, NaN or infinite times are clamped to 0,
     and a cue whose end precedes its start is shown as ending at its start.
     """
-    return _RENDERERS[fmt](transcript), _MEDIA_TYPES[fmt]
+    return _RENDERERS[fmt](transcript), MEDIA_TYPES[fmt]
 
 
 def _render_json(transcript: Transcript) -> bytes:

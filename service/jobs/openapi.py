@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from litestar.enums import ParamType
 from litestar.openapi.spec import (
+    Example,
+    OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIType,
     Operation,
@@ -19,34 +21,58 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-_OPTIONS = {
-    "language": Schema(
-        type=OpenAPIType.STRING, description="Whisper language code (e.g. en); empty = detect"
+_URL_EXAMPLE = {"audio_url": "https://media.example.com/talks/keynote.mp3", "language": "en"}
+# Each option: its JSON type (a form sends every field as text) and what it means.
+_OPTIONS: dict[str, tuple[OpenAPIType, str]] = {
+    "language": (
+        OpenAPIType.STRING,
+        "Whisper language code (e.g. en) or name; empty or `auto` = detect",
     ),
-    "model": Schema(type=OpenAPIType.STRING, description="a model this deployment serves"),
-    "word_timestamps": Schema(type=OpenAPIType.BOOLEAN, description="add per-word times"),
-    "initial_prompt": Schema(type=OpenAPIType.STRING, description="text to prime the decoder"),
-    "webhook_url": Schema(
-        type=OpenAPIType.STRING,
-        format="uri",  # type: ignore[arg-type]
-        description="POSTed job.completed/failed/cancelled, signed (Standard Webhooks)",
+    "model": (
+        OpenAPIType.STRING,
+        "a model served here (STENO_WHISPER_MODEL, STENO_EXTRA_MODELS); empty = the first",
     ),
-    "dedupe": Schema(
-        type=OpenAPIType.BOOLEAN,
-        description="answer 200 with a completed job of the same audio and options, if any",
+    "word_timestamps": (OpenAPIType.BOOLEAN, "add per-word times"),
+    "initial_prompt": (OpenAPIType.STRING, "text to prime the decoder"),
+    "webhook_url": (
+        OpenAPIType.STRING,
+        "POSTed job.completed/failed/cancelled, signed (Standard Webhooks)",
     ),
+    "dedupe": (
+        OpenAPIType.BOOLEAN,
+        "answer 200 with a completed job of the same audio and options, if any",
+    ),
+    "priority": (OpenAPIType.STRING, "the GPU lane: high, normal (default) or low"),
+    "diarize": (OpenAPIType.BOOLEAN, "label who spoke when (SPEAKER_1, SPEAKER_2, ...)"),
+    "num_speakers": (OpenAPIType.INTEGER, "with diarize: exactly this many speakers (1-10)"),
+    "min_speakers": (OpenAPIType.INTEGER, "with diarize: at least this many speakers"),
+    "max_speakers": (OpenAPIType.INTEGER, "with diarize: at most this many speakers"),
 }
 
 
-def _body(source: str, fmt: str, description: str) -> OpenAPIMediaType:
-    """An object with the required audio ``source`` field (a string of ``fmt``) and the options."""
-    source_schema = Schema(type=OpenAPIType.STRING, format=fmt, description=description)  # type: ignore[arg-type]
+def _option(name: str, *, json: bool) -> Schema:
+    # In JSON the text and number options may be null; in a form every field is text.
+    kind, description = _OPTIONS[name]
+    if not json:
+        return Schema(type=OpenAPIType.STRING, description=description)
+    if kind == OpenAPIType.BOOLEAN:
+        return Schema(type=kind, description=description)
+    return Schema(type=[kind, OpenAPIType.NULL], description=description)
+
+
+def _body(source: str, source_schema: Schema, *, json: bool) -> OpenAPIMediaType:
+    """An object with the required audio ``source`` field and the options.
+
+    The JSON body refuses unknown fields (``SubmitUrl``); a form's other parts are ignored.
+    """
     return OpenAPIMediaType(
         schema=Schema(
             type=OpenAPIType.OBJECT,
             required=[source],
-            properties={source: source_schema, **_OPTIONS},
-        )
+            properties={source: source_schema, **{n: _option(n, json=json) for n in _OPTIONS}},
+            additional_properties=False if json else None,
+        ),
+        examples={"talk": Example(value=_URL_EXAMPLE)} if json else None,
     )
 
 
@@ -70,10 +96,24 @@ class SubmitOperation(Operation):
             required=True,
             content={
                 "multipart/form-data": _body(
-                    "file", "binary", "the audio (any format ffmpeg decodes)"
+                    "file",
+                    Schema(
+                        type=OpenAPIType.STRING,
+                        format=OpenAPIFormat.BINARY,
+                        description="the audio (any format ffmpeg decodes)",
+                    ),
+                    json=False,
                 ),
                 "application/json": _body(
-                    "audio_url", "uri", "an http(s) URL an IO worker will fetch"
+                    "audio_url",
+                    Schema(
+                        type=OpenAPIType.STRING,
+                        # An IRI: a host in any script is sent IDNA-encoded.
+                        format=OpenAPIFormat.IRI,
+                        pattern="^https?://",
+                        description="an http(s) URL an IO worker will fetch",
+                    ),
+                    json=True,
                 ),
             },
         )

@@ -98,6 +98,30 @@ async def test_probes_page_and_schema_stay_open(client: Client) -> None:
         assert (await client.get(path)).status_code == 200, path
 
 
+async def test_options_answers_without_a_key_even_on_the_operator_routes(client: Client) -> None:
+    # given no key (a browser's preflight sends none)
+    # when the methods of a route are asked, on a job route and an admin-only one
+    for path in ("/v1/jobs", "/v1/keys"):
+        response = await client.options(path)
+
+        # then both answer 204 with Allow (the admin guard once made /v1/keys a 500); Allow
+        # lists only some methods in Litestar 2 (litestar-org/litestar#4169)
+        assert response.status_code == 204, (path, response.text)
+        assert "OPTIONS" in response.headers["allow"], path
+
+
+async def test_a_method_a_route_does_not_serve_is_405_with_allow(
+    client: Client, keys: dict[str, str]
+) -> None:
+    # given a route that serves GET and POST
+    # when it is asked with PUT
+    response = await client.put("/v1/jobs", headers=bearer(keys["alice"]))
+
+    # then it is the usual error body, and Allow says what it serves (it was dropped)
+    assert_error(response, 405, "method_not_allowed")
+    assert {"GET", "POST"} <= {m.strip() for m in response.headers["allow"].split(",")}
+
+
 async def _submit(client: Client, key: str) -> str:
     response = await client.post("/v1/jobs", json={"audio_url": AUDIO_URL}, headers=bearer(key))
     assert response.status_code == 202, response.text
@@ -163,6 +187,22 @@ async def test_a_revoked_key_stops_working_at_once(client: Client, settings: Set
     # and revoking it again says there is no such live key
     again = await client.delete(f"/v1/keys/{prefix}", headers=bearer(admin))
     assert_error(again, 404, "key_not_found")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"name": "   "}, {"name": "a\u0000b"}, {"name": "ok", "owner": "x\u0000"}, {"name": ""}],
+    ids=["blank", "nul-in-name", "nul-in-owner", "empty"],
+)
+async def test_a_key_name_or_owner_postgresql_cant_store_is_a_validation_error(
+    client: Client, keys: dict[str, str], body: dict[str, str]
+) -> None:
+    # given a new key's name or owner that is blank or holds a NUL (once a 500)
+    # when an admin asks for it
+    made = await client.post("/v1/keys", json=body, headers=bearer(keys["admin"]))
+
+    # then it is refused as invalid
+    assert_error(made, 422, "validation_error")
 
 
 async def test_operator_routes_need_an_admin_key(client: Client, keys: dict[str, str]) -> None:

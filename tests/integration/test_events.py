@@ -248,6 +248,22 @@ async def test_unknown_job_and_bad_position_are_refused_before_the_stream(
     assert bad.status_code == 400
     assert bad.json()["code"] == "bad_request"
 
+    # A position past PostgreSQL's bigint once broke the stream after it had started.
+    url = f"/v1/jobs/{job_id}/events"
+    for huge in ("8077241331186334870404-1365", "1-99999999999999999999"):
+        by_header = await client.get(url, headers={"Last-Event-ID": huge})
+        by_query = await client.get(url, params={"last_event_id": huge})
+        for refused in (by_header, by_query):
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["code"] == "bad_request"
+
+    # A bad query is refused even beside a good header, which would win (read as a stream:
+    # were it accepted, a queued job's stream would not end).
+    good_header, bad_query = {"Last-Event-ID": "46283"}, {"last_event_id": "junk"}
+    async with client.stream("GET", url, headers=good_header, params=bad_query) as both:
+        assert both.status_code == 400
+        assert json.loads(await both.aread())["code"] == "bad_request"
+
 
 async def _open_streams(client: httpx.AsyncClient, job_id: str, count: int) -> list[socket.socket]:
     """Raw connections holding open streams (answered 200), never read after the headers."""

@@ -6,6 +6,7 @@ in PostgreSQL keep the id the entry got, so positions from either store compare 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from redis.asyncio import Redis
 from service.core.events.schemas import TERMINAL, Event, encode_event, event_kind
 
 KEY_PREFIX = "steno:events:"
+# A Redis Stream entry id, ``ms-seq``, or a bare ``ms``; at most 18 digits each, so that
+# either part fits PostgreSQL's bigint (milestones are stored by position).
+POSITION_PATTERN = "^[0-9]{1,18}(-[0-9]{1,18})?$"
+_POSITION = re.compile(POSITION_PATTERN)
 
 
 def stream_key(job_id: uuid.UUID | str) -> str:
@@ -38,11 +43,12 @@ class Position:
     def parse(cls, text: str | bytes) -> Position:
         """A position from ``ms-seq`` (or a bare ``ms``); ValueError when it is neither."""
         raw = text.decode() if isinstance(text, bytes) else text
-        ms, _, seq = raw.strip().partition("-")
-        position = cls(int(ms), int(seq or 0))
-        if position.ms < 0 or position.seq < 0:
-            raise ValueError(f"negative stream position {raw!r}")
-        return position
+        # ASCII digits only (int() would also take "+1", "1_000", " 1" and other scripts'
+        # digits), and few enough of them to compare against stored positions.
+        if _POSITION.fullmatch(raw) is None:
+            raise ValueError(f"not a stream position: {raw!r}")
+        ms, _, seq = raw.partition("-")
+        return cls(int(ms), int(seq or 0))
 
     @classmethod
     def now(cls) -> Position:
