@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.bench import arq_concurrency, httpx_loop, inference, pipeline, sse
+from tests.bench import arq_concurrency, httpx_loop, inference, pipeline, poll, sse
 
 BENCHMARKS = {
     "inference": inference.run,
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "arq_concurrency": arq_concurrency.run,
     "httpx_loop": httpx_loop.run,
     "sse": sse.run,
+    "poll": poll.run,
 }
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
