@@ -19,7 +19,7 @@ from service.auth.guards import provide_principal
 from service.auth.limits import StreamSlots
 from service.auth.middleware import bearer_auth
 from service.core.broker import CeleryPublisher, GuardedPublisher, make_producer_app
-from service.core.db.engine import make_engine, make_sessionmaker
+from service.core.db.engine import make_engine, make_read_pool, make_sessionmaker
 from service.core.egress import EgressClient
 from service.core.settings import Settings, load_settings
 from service.events.controllers import EventController
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         producer = make_producer_app(settings)
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
+        app.state.read_pool = await make_read_pool(settings)
         app.state.redis = redis
         app.state.publisher = GuardedPublisher(CeleryPublisher(producer))
         app.state.census = WorkerCensus(producer)
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await hub_redis.aclose()
             await app.state.http.aclose()
             await redis.aclose()
+            await app.state.read_pool.close()
             await engine.dispose()
             producer.close()
 
@@ -99,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "sessions": from_state("sessions"),
             "engine": from_state("engine"),
+            "read_pool": from_state("read_pool"),
             "redis": from_state("redis"),
             "publisher": from_state("publisher"),
             "census": from_state("census"),
