@@ -39,7 +39,14 @@ async def make_read_pool(settings: Settings) -> asyncpg.Pool:
         max_size=settings.db_pool_size,
         timeout=10,
         command_timeout=30,
+        # Only single statements run here (no SET, LISTEN, cursors or advisory locks), so
+        # the default reset query at each release (a round trip) has nothing to undo.
+        reset=_keep_session,
     )
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """A read-pool connection goes back as it is (see ``make_read_pool``)."""
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
