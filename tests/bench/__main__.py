@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.bench import arq_concurrency, httpx_loop, inference, pipeline, poll, sse
+from tests.bench import arq_concurrency, httpx_loop, inference, pipeline, poll, sse, submit
 
 BENCHMARKS = {
     "inference": inference.run,
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "httpx_loop": httpx_loop.run,
     "sse": sse.run,
     "poll": poll.run,
+    "submit": submit.run,
 }
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
