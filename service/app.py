@@ -17,7 +17,7 @@ from service.auth.guards import provide_principal
 from service.auth.limits import StreamSlots
 from service.auth.middleware import bearer_auth
 from service.core.broker import CeleryPublisher, GuardedPublisher, make_producer_app
-from service.core.db.engine import make_engine, make_sessionmaker
+from service.core.db.engine import make_engine, make_read_pool, make_sessionmaker
 from service.core.egress import EgressClient
 from service.core.exporter import record_family
 from service.core.logs import configure_logging
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         producer = make_producer_app(settings)
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
+        app.state.read_pool = await make_read_pool(settings)
         app.state.redis = redis
         app.state.publisher = GuardedPublisher(CeleryPublisher(producer))
         app.state.census = WorkerCensus(producer)
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await hub_redis.aclose()
             await app.state.http.aclose()
             await redis.aclose()
+            await app.state.read_pool.close()
             await engine.dispose()
             producer.close()
 
@@ -118,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "sessions": from_state("sessions"),
             "engine": from_state("engine"),
+            "read_pool": from_state("read_pool"),
             "redis": from_state("redis"),
             "publisher": from_state("publisher"),
             "census": from_state("census"),

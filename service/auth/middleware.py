@@ -7,10 +7,11 @@ The middleware turns the key into a ``Principal`` (``request.user``) or answers 
 from __future__ import annotations
 
 from litestar.connection import ASGIConnection
+from litestar.datastructures import Headers
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
 
-from service.auth.keys import authenticate
+from service.auth.keys import INVALID_KEY, authenticate_fast
 from service.core.errors import Unauthorized
 
 
@@ -19,14 +20,19 @@ class BearerKeyAuth(AbstractAuthenticationMiddleware):
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
         """The principal of the request's key; ``Unauthorized`` when there is none."""
-        scheme, _, key = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
-        async with connection.app.state.sessions() as session:
-            principal = await authenticate(session, key.strip())
+        key = bearer_key(connection.headers)
+        principal = await authenticate_fast(connection.app.state.read_pool, key)
         if principal is None:
-            raise Unauthorized("this API key is not valid (unknown or revoked)")
-        return AuthenticationResult(user=principal, auth=key.strip())
+            raise Unauthorized(INVALID_KEY)
+        return AuthenticationResult(user=principal, auth=key)
+
+
+def bearer_key(headers: Headers) -> str:
+    """The key of ``Authorization: Bearer <key>``; ``Unauthorized`` when there is none."""
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
+    return key.strip()
 
 
 def bearer_auth() -> DefineMiddleware:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.core.audio_header import read_header
 from service.core.errors import AudioTooLong, EmptyFile, InvalidAudio
 
 # Container types that may carry audio; anything else is refused before probing.
@@ -75,10 +78,15 @@ async def probe_audio(
     """
     if path.stat().st_size == 0:
         raise EmptyFile("the audio file is empty (0 bytes)")
+    header = read_header(path)
+    if header is not None:
+        _check_duration(header.duration, max_seconds)
+        return AudioInfo(header.format_name, header.codec, header.duration)
     source = path.absolute()
     argv = [*_FFPROBE, "-print_format", "json", "-show_format", "-show_streams"]
     try:
-        code, out, err = await run([*argv, f"file:{source}"], timeout)
+        async with _probe_slot():
+            code, out, err = await run([*argv, f"file:{source}"], timeout)
     except TimeoutError as exc:
         raise InvalidAudio("probing the audio took too long; is it a valid audio file?") from exc
     if code != 0:
@@ -97,6 +105,30 @@ async def probe_audio(
     return _read_probe(json.loads(out or b"{}"), max_seconds)
 
 
+# At most one ffprobe per core at a time in each event loop: a burst of uploads queues here
+# instead of starting 20 processes that share 2 cores (each would finish late).
+_PROBE_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _probe_slot() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slot = _PROBE_SLOTS.get(loop)
+    if slot is None:
+        slot = _PROBE_SLOTS[loop] = asyncio.Semaphore(os.cpu_count() or 2)
+    return slot
+
+
+def _check_duration(duration: float | None, max_seconds: float) -> None:
+    if duration is None or duration <= 0:
+        raise InvalidAudio("the audio has no measurable duration")
+    if duration > max_seconds:
+        raise AudioTooLong(
+            f"the audio lasts {duration:.1f} s; this service accepts at most {max_seconds:.0f} s"
+        )
+
+
 def _read_probe(report: dict[str, object], max_seconds: float) -> AudioInfo:
     streams = report.get("streams")
     audio = [
@@ -107,12 +139,8 @@ def _read_probe(report: dict[str, object], max_seconds: float) -> AudioInfo:
     fmt = report.get("format")
     fmt = fmt if isinstance(fmt, dict) else {}
     duration = _float(fmt.get("duration")) or _float(audio[0].get("duration"))
-    if duration is None or duration <= 0:
-        raise InvalidAudio("the audio has no measurable duration")
-    if duration > max_seconds:
-        raise AudioTooLong(
-            f"the audio lasts {duration:.1f} s; this service accepts at most {max_seconds:.0f} s"
-        )
+    _check_duration(duration, max_seconds)
+    assert duration is not None  # for mypy: _check_duration refused None
     return AudioInfo(
         format_name=str(fmt.get("format_name", "unknown")),
         codec=str(audio[0].get("codec_name", "unknown")),

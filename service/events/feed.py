@@ -9,12 +9,11 @@ Redis still ends the stream.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
+import asyncpg
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,7 +23,7 @@ from service.core.events.stream import Frame, Position
 from service.core.settings import Settings
 from service.core.states import FINAL
 from service.events.history import history, terminal_seen
-from service.events.hub import EventHub
+from service.events.hub import BEAT, EventHub
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +42,14 @@ async def job_events(
     redis: Redis,
     settings: Settings,
     on_heartbeat: Callable[[], Awaitable[None]] | None = None,
+    read_pool: asyncpg.Pool | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """SSE bytes of the job's events after ``after``, ending after the terminal event.
 
-    ``on_heartbeat`` runs at every heartbeat (the caller renews its stream slot there).
+    ``on_heartbeat`` runs at every heartbeat (the caller renews its stream slot there);
+    ``read_pool``, when given, makes each heartbeat's look at the job one plain query.
     """
-    subscription = await hub.subscribe(str(job_id))
+    subscription = await hub.subscribe(str(job_id), heartbeat=settings.sse_heartbeat_seconds)
     try:
         yield PREAMBLE
         last = after
@@ -66,46 +67,38 @@ async def job_events(
                 return
         if done:
             return  # the client already had the terminal event
-        interval = settings.sse_heartbeat_seconds
-        next_beat = time.monotonic() + interval
         queue = subscription.queue
         while True:
-            try:
-                if queue.empty():
-                    async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
-                        first = await queue.get()
-                else:
-                    first = queue.get_nowait()
-            except TimeoutError:
-                next_beat += interval
-                yield HEARTBEAT
+            # Whatever else is queued goes out in the same write: under load, fewer sends.
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            chunks = []
+            terminal = beat = False
+            for frame in batch:
+                if frame is BEAT:
+                    beat = True
+                elif frame.position > last:
+                    chunks.append(frame.sse)
+                    last = frame.position
+                    if frame.terminal:
+                        terminal = True
+                        break
+            if beat and not chunks:
+                chunks.append(HEARTBEAT)  # events, when there are, keep the stream alive too
+            if chunks:
+                yield b"".join(chunks)
+            if terminal:
+                return
+            if beat:
                 if on_heartbeat is not None:
                     await on_heartbeat()
-                ending = await _ended(job_id, last, sessions=sessions, redis=redis)
+                ending = await _ended(job_id, last, sessions=sessions, redis=redis, pool=read_pool)
                 for frame in ending:
                     yield frame.sse
                     last = frame.position
                     if frame.terminal:
                         return
-                continue
-            # Whatever else is queued goes out in the same write: under load, fewer sends.
-            batch = [first]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            chunks = []
-            terminal = False
-            for frame in batch:
-                if frame.position <= last:
-                    continue
-                chunks.append(frame.sse)
-                last = frame.position
-                if frame.terminal:
-                    terminal = True
-                    break
-            if chunks:
-                yield b"".join(chunks)
-            if terminal:
-                return
             if subscription.overflowed and queue.empty():
                 log.info("job %s: SSE client %s fell behind; closing its stream", job_id, client)
                 return
@@ -114,9 +107,19 @@ async def job_events(
 
 
 async def _ended(
-    job_id: uuid.UUID, last: Position, *, sessions: async_sessionmaker[AsyncSession], redis: Redis
+    job_id: uuid.UUID,
+    last: Position,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    pool: asyncpg.Pool | None,
 ) -> list[Frame]:
     """What a finished or deleted job still owes the client after ``last`` (else nothing)."""
+    if pool is not None:
+        # Nearly always the job is still running: one round trip says so.
+        status = await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id)
+        if status is not None and status not in FINAL:
+            return []
     async with sessions() as session:
         job = await session.get(Job, job_id)
         if job is None:

@@ -10,12 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections import defaultdict
 from typing import Any
 
 from redis.asyncio import Redis
 
-from service.core.events.stream import Frame, Position, frame_of, last_position, stream_key
+from service.core.events.stream import (
+    ORIGIN,
+    Frame,
+    Position,
+    frame_of,
+    last_position,
+    stream_key,
+)
 from service.events.response import SendWatchdog
 
 log = logging.getLogger(__name__)
@@ -26,15 +35,24 @@ BLOCK_MS = 200
 QUEUE_SIZE = 2000
 
 
+# Queued for a subscription that asked for heartbeats when its next one is due (see
+# ``EventHub.subscribe``): one ticker per process instead of a timer per stream and wait.
+BEAT = Frame(ORIGIN, "heartbeat", b"")
+
+
 class Subscription:
-    """One client's feed of a job's live events."""
+    """One client's feed of a job's live events (and ``BEAT`` when it asked for them)."""
 
-    __slots__ = ("job_id", "overflowed", "queue")
+    __slots__ = ("beat_every", "job_id", "next_beat", "overflowed", "queue")
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, beat_every: float | None = None) -> None:
         self.job_id = job_id
         self.queue: asyncio.Queue[Frame] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
+        self.beat_every = beat_every
+        # The first beat comes after a random part of the interval, so streams that opened
+        # together don't all beat (and check their job) in the same instant.
+        self.next_beat = time.monotonic() + (beat_every or 0) * random.uniform(0.5, 1.0)
 
     def deliver(self, frame: Frame) -> None:
         """Queue a frame; past ``QUEUE_SIZE`` the subscription is marked overflowed."""
@@ -54,26 +72,36 @@ class EventHub:
         self._cursors: dict[str, Position] = {}
         self._watching = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._beating: set[Subscription] = set()
+        self._tick = 0.5
+        self._ticker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the reader task (in the API's lifespan)."""
         self._task = asyncio.create_task(self._run(), name="steno-event-hub")
 
     async def stop(self) -> None:
-        """Stop the reader task and the write watchdog."""
+        """Stop the reader task, the heartbeat ticker and the write watchdog."""
         await self.watchdog.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._ticker = None
 
-    async def subscribe(self, job_id: str) -> Subscription:
-        """Follow a job's stream: every entry after the stream's current end is delivered.
+    async def subscribe(self, job_id: str, *, heartbeat: float | None = None) -> Subscription:
+        """Follow a job's stream: every entry after the stream's current end is delivered,
+        and ``BEAT`` every ``heartbeat`` seconds when given.
 
         Replay what came before from history *after* subscribing, so nothing falls between.
         """
-        subscription = Subscription(job_id)
+        subscription = Subscription(job_id, heartbeat)
+        if heartbeat is not None:
+            self._beating.add(subscription)
+            self._tick = min(self._tick, heartbeat / 4)
+            if self._ticker is None or self._ticker.done():
+                self._ticker = asyncio.create_task(self._beat(), name="steno-sse-heartbeats")
         key = stream_key(job_id)
         if key not in self._cursors:
             try:
@@ -88,6 +116,7 @@ class EventHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop feeding the subscription (and stop watching a stream nobody follows)."""
+        self._beating.discard(subscription)
         key = stream_key(subscription.job_id)
         followers = self._subscribers.get(key)
         if followers is None:
@@ -96,6 +125,17 @@ class EventHub:
         if not followers:
             del self._subscribers[key]
             self._cursors.pop(key, None)
+
+    async def _beat(self) -> None:
+        while self._beating:
+            await asyncio.sleep(self._tick)
+            now = time.monotonic()
+            for subscription in tuple(self._beating):
+                if now >= subscription.next_beat and subscription.beat_every is not None:
+                    subscription.next_beat = max(
+                        subscription.next_beat + subscription.beat_every, now
+                    )
+                    subscription.deliver(BEAT)
 
     async def _run(self) -> None:
         failures = 0

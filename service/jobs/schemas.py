@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from service.core.db.models import Job
 from service.core.states import JobStatus
+
+if TYPE_CHECKING:
+    from service.jobs.queries import JobRecord
 
 
 class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):
@@ -48,7 +52,7 @@ class Progress(msgspec.Struct):
     eta_seconds: float | None = None
 
     @classmethod
-    def from_row(cls, job: Job) -> Progress:
+    def from_row(cls, job: Job | JobRecord) -> Progress:
         """The latest progress recorded on the job row."""
         percent = job.progress_percent or 0.0
         done = job.audio_seconds * percent / 100 if job.audio_seconds is not None else None
@@ -93,7 +97,7 @@ class JobView(msgspec.Struct):
     priority: str = "normal"
 
     @classmethod
-    def from_row(cls, job: Job) -> JobView:
+    def from_row(cls, job: Job | JobRecord) -> JobView:
         """The view of one job row."""
         return cls(
             id=job.id,

@@ -17,7 +17,9 @@ from tests.bench import (
     httpx_loop,
     inference,
     pipeline,
+    poll,
     sse,
+    submit,
     task_events,
 )
 
@@ -29,6 +31,8 @@ BENCHMARKS = {
     "httpx_loop": httpx_loop.run,
     "sse": sse.run,
     "task_events": task_events.run,
+    "poll": poll.run,
+    "submit": submit.run,
 }
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results"

@@ -172,9 +172,11 @@ async def test_another_owners_job_answers_exactly_like_a_random_id(
 
 
 async def test_a_revoked_key_stops_working_at_once(client: Client, settings: Settings) -> None:
-    # given a key that works
+    # given a key that works, and its job (GET /v1/jobs/{id} checks the key in its own query)
     key = await asyncio.to_thread(make_key, settings, "carol")
     assert (await client.get("/v1/jobs", headers=bearer(key))).status_code == 200
+    job_id = await _submit(client, key)
+    assert (await client.get(f"/v1/jobs/{job_id}", headers=bearer(key))).status_code == 200
 
     # when an admin revokes it by its prefix
     admin = await asyncio.to_thread(make_key, settings, "ops-2", admin=True)
@@ -182,8 +184,12 @@ async def test_a_revoked_key_stops_working_at_once(client: Client, settings: Set
     revoked = await client.delete(f"/v1/keys/{prefix}", headers=bearer(admin))
     assert revoked.status_code == 204
 
-    # then the very next request is refused
+    # then the very next request is refused, its own job too (and a malformed id is no 404)
     assert_error(await client.get("/v1/jobs", headers=bearer(key)), 401, "unauthorized")
+    refused = await client.get(f"/v1/jobs/{job_id}", headers=bearer(key))
+    assert_error(refused, 401, "unauthorized")
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert_error(await client.get("/v1/jobs/not-an-id", headers=bearer(key)), 401, "unauthorized")
     # and revoking it again says there is no such live key
     again = await client.delete(f"/v1/keys/{prefix}", headers=bearer(admin))
     assert_error(again, 404, "key_not_found")

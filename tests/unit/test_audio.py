@@ -25,6 +25,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for suffix in (".wav", ".ogg", ".mp3", ".flac"):
         speak(SENTENCE, folder / f"speech{suffix}")
     ffmpeg = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-f", "lavfi"]
+    subprocess.run([*ffmpeg[:5], "-i", folder / "speech.wav", folder / "speech.opus"], check=True)
     subprocess.run(
         [*ffmpeg, "-i", "color=c=black:s=64x64:d=1", "-an", "-c:v", "mpeg4", folder / "video.mp4"],
         check=True,
@@ -118,7 +119,57 @@ async def test_a_probe_that_hangs_is_invalid_audio(media: Path) -> None:
     # when the file is probed
     # then it is refused as invalid audio rather than hanging the request
     with pytest.raises(InvalidAudio, match="too long"):
-        await probe_audio(media / "speech.wav", max_seconds=60, run=hanging)
+        await probe_audio(media / "speech.mp3", max_seconds=60, run=hanging)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".ogg", ".flac", ".opus"])
+async def test_wav_ogg_and_flac_are_measured_from_the_header_as_ffprobe_does(
+    media: Path, suffix: str
+) -> None:
+    # given speech in a container whose header states its length
+    path = media / f"speech{suffix}"
+    reported = await probe_audio(path, max_seconds=60)
+
+    # when it is probed with no ffprobe at hand
+    async def no_ffprobe(argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
+        raise AssertionError("ffprobe should not run for this file")
+
+    info = await probe_audio(path, max_seconds=60, run=no_ffprobe)
+
+    # then the header gives what ffprobe gives (Opus: ffprobe counts a few ms of padding)
+    code, out, _ = await run_process(["ffprobe", "-v", "error", "-show_format", str(path)], 10)
+    ffprobe_seconds = float(out.decode().split("duration=", 1)[1].split()[0])
+    assert code == 0
+    assert info == reported
+    assert info.duration == pytest.approx(ffprobe_seconds, abs=0.01)
+
+
+async def test_a_wav_cut_short_is_left_to_ffprobe(media: Path, tmp_path: Path) -> None:
+    # given a WAV whose data chunk claims more bytes than the file holds
+    path = tmp_path / "cut.wav"
+    path.write_bytes((media / "speech.wav").read_bytes()[:20_000])
+    calls: list[Sequence[str]] = []
+
+    async def counting(argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
+        calls.append(argv)
+        return await run_process(argv, timeout)
+
+    # when it is probed
+    info = await probe_audio(path, max_seconds=60, run=counting)
+
+    # then ffprobe measured it (the header alone is not trusted)
+    assert len(calls) == 1
+    assert 0 < info.duration < wav_seconds(media / "speech.wav")
+
+
+async def test_a_wav_longer_than_the_limit_is_refused_from_its_header(media: Path) -> None:
+    # given speech a little longer than the allowed length, in a WAV
+    limit = wav_seconds(media / "speech.wav") - 0.5
+
+    # when it is probed
+    # then it is refused as too long, as ffprobe's reading would be
+    with pytest.raises(AudioTooLong, match=f"at most {limit:.0f} s"):
+        await probe_audio(media / "speech.wav", max_seconds=limit)
 
 
 def playlist(kind: str, url: str) -> str:
@@ -139,7 +190,7 @@ async def test_ffprobe_may_open_only_local_files(media: Path) -> None:
         # when the file is probed
         # then it is refused as invalid audio, and ffprobe never connected
         with pytest.raises(InvalidAudio):
-            await probe_audio(media / "speech.wav", max_seconds=60, run=on_the_network)
+            await probe_audio(media / "speech.mp3", max_seconds=60, run=on_the_network)
     assert server.requests == []
 
 

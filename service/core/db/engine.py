@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import socket
 
+import asyncpg
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -22,6 +24,29 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEng
         pool_pre_ping=True,
         pool_timeout=10,
     )
+
+
+async def make_read_pool(settings: Settings) -> asyncpg.Pool:
+    """A plain asyncpg pool for the hot read paths (key check, one job), no ORM.
+
+    A single ``fetchrow`` on it is one round trip: no pre-ping, BEGIN or ROLLBACK, which
+    the ORM session adds around every query (four round trips for one read).
+    """
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    return await asyncpg.create_pool(
+        dsn.render_as_string(hide_password=False),
+        min_size=1,
+        max_size=settings.db_pool_size,
+        timeout=10,
+        command_timeout=30,
+        # Only single statements run here (no SET, LISTEN, cursors or advisory locks), so
+        # the default reset query at each release (a round trip) has nothing to undo.
+        reset=_keep_session,
+    )
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """A read-pool connection goes back as it is (see ``make_read_pool``)."""
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
@@ -49,6 +74,14 @@ def database_unreachable(exc: BaseException) -> bool:
     """True when ``exc`` means PostgreSQL could not be reached (worth retrying later)."""
     # asyncpg raises the built-in TimeoutError when connecting takes too long.
     network = (PoolTimeout, OperationalError, ConnectionError, socket.gaierror, TimeoutError)
+    # The same from the plain asyncpg pool (``make_read_pool``), which has no ORM wrapping.
+    lost = (
+        asyncpg.PostgresConnectionError,
+        asyncpg.AdminShutdownError,
+        asyncpg.CannotConnectNowError,
+    )
+    if isinstance(exc, lost):
+        return True
     if isinstance(exc, network):
         return True
     if isinstance(exc, DBAPIError):

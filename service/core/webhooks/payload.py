@@ -52,6 +52,7 @@ def job_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "filename": job.get("filename"),
         "audio_url": job.get("audio_url"),
         "webhook_url": job.get("webhook_url"),
+        "priority": job.get("priority") or "normal",
     }
 
 
