@@ -47,6 +47,7 @@ from service.openai.errors import (
 )
 from service.openai.schemas import TRANSCRIBE, TRANSLATE, AudioRequest, TextDone, read_request
 from service.openai.stream import Ended, Expired, Heartbeat, Step, follow_job, text_events
+from service.openapi import V1_SECURITY
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ def openai_router() -> Router:
         path="/",
         route_handlers=[AudioController],
         middleware=[bearer_auth()],
+        security=V1_SECURITY,
         exception_handlers=OPENAI_EXCEPTION_HANDLERS,
     )
 

@@ -6,7 +6,7 @@ API; these check the table in ``service.openapi`` against the code that raises t
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 import msgspec
@@ -18,11 +18,26 @@ from service.core.errors import StenoError
 from service.http_errors import HTTP_STATUS
 from service.jobs.formats import MEDIA_TYPES
 from service.jobs.schemas import ErrorBody
-from service.openapi import BEARER
+from service.openai import errors as openai_errors
+from service.openapi import BEARER, ERRORS, OPENAI_ERROR, OPENAI_PREFIX
 
 OPEN_PATHS = {"/healthz", "/readyz"}
+# Besides /v1, the Prometheus scrape needs an (admin) key.
+KEYED_PATHS = {"/metrics"}
 # Codes that no domain error carries: the database handler's.
 OTHER_CODES = {"database_unavailable": 503}
+# On the OpenAI routes: the codes of a job that ended without text, or did not end in time
+# (service.openai.answers), and the failure codes a worker stores on an upload's job.
+OPENAI_JOB_CODES = {
+    "job_not_found": 404,
+    "job_cancelled": 409,
+    "job_not_finished": 504,
+    "transcription_failed": 500,
+    "model_unavailable": 500,
+    "time_limit_exceeded": 500,
+    "worker_lost": 500,
+    "too_many_attempts": 500,
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +69,32 @@ def _status_of_each_code() -> dict[str, int]:
     return found
 
 
+def _openai_status_of_each_code() -> dict[str, int]:
+    """The status each ``error.code`` answers with on ``/v1/audio/*``: each domain error as
+    the OpenAI routes' own handler answers it, and the codes about a job."""
+    found = {**OTHER_CODES, **OPENAI_JOB_CODES}
+    pending = [StenoError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        exc = cls.__new__(cls)
+        exc.detail, exc.retry_after = "x", 1.0
+        answer = openai_errors.OPENAI_EXCEPTION_HANDLERS[StenoError](None, exc)
+        found[answer.content.error.code] = answer.status_code
+    return found
+
+
+def _litestar_errors(node: Any) -> list[Any]:
+    """Every schema of Litestar's own error shape ``{status_code, detail, extra}`` in ``node``
+    (a webhook delivery's ``status_code`` alone is not one)."""
+    if isinstance(node, list):
+        return [found for item in node for found in _litestar_errors(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node] if {"status_code", "extra"} <= set(node.get("properties") or {}) else []
+    return found + [f for value in node.values() for f in _litestar_errors(value)]
+
+
 def test_every_v1_operation_needs_a_key_and_the_probes_do_not(document: dict[str, Any]) -> None:
     scheme = document["components"]["securitySchemes"][BEARER]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
@@ -62,7 +103,7 @@ def test_every_v1_operation_needs_a_key_and_the_probes_do_not(document: dict[str
         if path in OPEN_PATHS:
             assert "security" not in operation, name
             continue
-        assert path.startswith("/v1/"), name
+        assert path.startswith("/v1/") or path in KEYED_PATHS, name
         assert operation["security"] == [{BEARER: []}], name
         assert {"401", "503"} <= set(operation["responses"]), name
         assert "WWW-Authenticate" in operation["responses"]["401"]["headers"], name
@@ -71,16 +112,25 @@ def test_every_v1_operation_needs_a_key_and_the_probes_do_not(document: dict[str
 def test_every_error_is_an_error_body_with_codes_that_answer_that_status(
     document: dict[str, Any],
 ) -> None:
-    status_of = _status_of_each_code()
-    assert '"status_code"' not in json.dumps(document), "Litestar's own error shape is left"
+    status_of, openai_status_of = _status_of_each_code(), _openai_status_of_each_code()
+    assert not _litestar_errors(document), "Litestar's own error shape is left"
     for name, operation in _operations(document).items():
+        openai = name.split(" ", 1)[1].startswith(OPENAI_PREFIX)
         for status, response in operation["responses"].items():
             if int(status) < 400 or name == "GET /readyz":
                 continue
             schema = response["content"]["application/json"]["schema"]
-            assert schema["allOf"][0] == {"$ref": "#/components/schemas/ErrorBody"}, name
-            for code in schema["allOf"][1]["properties"]["code"]["enum"]:
-                assert status_of.get(code) == int(status), (name, status, code)
+            if openai:
+                # OpenAI's shape: {"error": {"message", "type", "param", "code"}}
+                assert schema["allOf"][0] == {"$ref": f"#/components/schemas/{OPENAI_ERROR}"}
+                codes = schema["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"]
+                statuses = openai_status_of
+            else:
+                assert schema["allOf"][0] == {"$ref": "#/components/schemas/ErrorBody"}, name
+                codes = schema["allOf"][1]["properties"]["code"]["enum"]
+                statuses = status_of
+            for code in codes:
+                assert statuses.get(code) == int(status), (name, status, code)
             if status == "429":
                 assert "Retry-After" in response["headers"], name
 
@@ -92,6 +142,32 @@ def test_the_error_body_component_is_error_body(document: dict[str, Any]) -> Non
     assert {k: v["type"] for k, v in component["properties"].items()} == {
         k: v["type"] for k, v in expected["properties"].items()
     }
+
+
+def test_the_openai_error_component_is_openai_s_error_body(document: dict[str, Any]) -> None:
+    defs = msgspec.json.schema(openai_errors.ErrorBody)["$defs"]
+    component = document["components"]["schemas"][OPENAI_ERROR]
+    assert component["required"] == defs["ErrorBody"]["required"] == ["error"]
+    detail = component["properties"]["error"]
+    assert detail["required"] == defs["ErrorDetail"]["required"]
+    assert set(detail["properties"]) == set(defs["ErrorDetail"]["properties"])
+
+
+def test_every_v1_route_of_the_app_has_an_entry_in_the_error_table() -> None:
+    # Every route the app serves under /v1 (or behind the key: /metrics), method by method:
+    # a new feature's route can't answer errors the document does not know.
+    app = create_app()
+    served = {
+        f"{method} {path}"
+        for route in app.routes
+        if route.path.startswith("/v1/") or route.path in KEYED_PATHS
+        for method in getattr(route, "methods", ())
+        if method not in {"OPTIONS", "HEAD"}
+        # Litestar's path converters (`{job_id:str}`) are not in the document's paths.
+        for path in [re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)]
+    }
+    assert served, "no /v1 route found"
+    assert served <= set(ERRORS), sorted(served - set(ERRORS))
 
 
 def test_the_transcript_and_events_have_their_media_types(document: dict[str, Any]) -> None:
