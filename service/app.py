@@ -28,7 +28,8 @@ from service.health.controllers import HealthController, WorkerCensus
 from service.http_errors import EXCEPTION_HANDLERS
 from service.jobs.controllers import JobController
 from service.openai import openai_router
-from service.openapi import V1_SECURITY, describe_api, openapi_config
+from service.openapi import describe_api, openapi_config
+from service.openapi_errors import V1_SECURITY
 from service.ops.backlog import Estimator
 from service.ops.controllers import OpsController
 from service.ops.requests import record_response, request_timer

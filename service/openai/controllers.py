@@ -47,7 +47,7 @@ from service.openai.errors import (
 )
 from service.openai.schemas import TRANSCRIBE, TRANSLATE, AudioRequest, TextDone, read_request
 from service.openai.stream import Ended, Expired, Heartbeat, Step, follow_job, text_events
-from service.openapi import V1_SECURITY
+from service.openapi_errors import V1_SECURITY
 
 log = logging.getLogger(__name__)
 

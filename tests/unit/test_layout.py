@@ -29,7 +29,12 @@ API_PACKAGES = (
     "service/webhooks",
     "service/ops",
 )
-API_MODULES = ("service/app.py", "service/http_errors.py", "service/openapi.py")
+API_MODULES = (
+    "service/app.py",
+    "service/http_errors.py",
+    "service/openapi.py",
+    "service/openapi_errors.py",
+)
 MAX_LINES = 450
 
 

@@ -19,7 +19,8 @@ from service.http_errors import HTTP_STATUS
 from service.jobs.formats import MEDIA_TYPES
 from service.jobs.schemas import ErrorBody
 from service.openai import errors as openai_errors
-from service.openapi import BEARER, ERRORS, OPENAI_ERROR, OPENAI_PREFIX
+from service.openapi import OPENAI_ERROR
+from service.openapi_errors import BEARER, ERRORS, OPENAI_PREFIX
 
 OPEN_PATHS = {"/healthz", "/readyz"}
 # Besides /v1, the Prometheus scrape needs an (admin) key.
