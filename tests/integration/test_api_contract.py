@@ -14,14 +14,14 @@ import uuid
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.app import create_app
@@ -82,6 +82,24 @@ async def steno_client(
         publisher = RecordingPublisher()
         client.app.state.publisher = publisher
         yield client, publisher
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _no_backlog_left(sessions: Sessions) -> AsyncIterator[None]:
+    """Cancel the jobs this module leaves queued (their messages are only recorded here).
+
+    Otherwise the relay publishes them once the session's workers start, and the GPU worker
+    transcribes a backlog of contract-test uploads ahead of (and, under the per-owner fair
+    share, holding back) the jobs of the tests that follow.
+    """
+    started = datetime.now(UTC)
+    yield
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Job)
+            .where(Job.owner == TEST_OWNER, Job.status == "queued", Job.created_at >= started)
+            .values(status="cancelled", finished_at=func.now(), progress_stage="cancelled")
+        )
 
 
 @pytest.fixture(scope="module")

@@ -369,7 +369,7 @@ async def test_a_stranded_running_job_is_redriven_at_most_once_per_lease(
 
         # then the job is found once (with its audio), and not again within the lease
         assert [j for j in first if j.job_id == job_id] == [
-            redrive.Stranded(job_id=job_id, has_audio=True, audio_seconds=None)
+            redrive.Stranded(job_id=job_id, has_audio=True, audio_seconds=None, owner=OWNER)
         ]
         assert job_id not in {j.job_id for j in second}
         await session.rollback()
@@ -398,7 +398,10 @@ async def test_a_fresh_queued_job_is_not_stranded_unless_the_broker_was_lost(
 
         # then only the second finds it, as a job still to fetch
         assert job_id not in {j.job_id for j in normal}
-        assert redrive.Stranded(job_id=job_id, has_audio=False, audio_seconds=None) in lost
+        assert (
+            redrive.Stranded(job_id=job_id, has_audio=False, audio_seconds=None, owner=OWNER)
+            in lost
+        )
         await session.rollback()
 
 

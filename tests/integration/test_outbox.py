@@ -6,6 +6,7 @@ The relay sweep (beat → worker-io) publishes whatever the fast path after comm
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -28,7 +29,7 @@ from service.core.outbox import add_message, publish_pending
 from service.core.routing import TRANSCRIBE
 from service.core.settings import Settings
 from tests.audio import speak, word_error_rate
-from tests.conftest import WorkerProcess, bearer, wait_for_job
+from tests.conftest import WorkerProcess, bearer, make_key, wait_for_job
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -76,11 +77,14 @@ async def test_a_job_submitted_while_the_broker_is_down_is_relayed_later(
         publish_timeout_seconds=0.5,
     )
     audio = speak(SENTENCE, tmp_path / "outbox.wav")
+    # A key of its own owner: no other test's jobs take this owner's fair share (a held
+    # message is not published at all, and this test is about the publish that fails).
+    key = await asyncio.to_thread(make_key, settings, "outbox")
 
     with _relay_paused(workers["beat"]):
         # when the file is submitted
         async with AsyncTestClient(create_app(dead), timeout=60) as client:
-            client.headers.update(bearer(api_key))
+            client.headers.update(bearer(key))
             started = time.monotonic()
             response = await client.post(
                 "/v1/jobs", files={"file": ("outbox.wav", audio.read_bytes(), "audio/wav")}
@@ -102,7 +106,9 @@ async def test_a_job_submitted_while_the_broker_is_down_is_relayed_later(
         assert message.publish_attempts == 1
 
     # when the relay sweeps again (against the live broker)
-    job_view = await wait_for_job(api, str(job_id), timeout=180.0)
+    async with AsyncTestClient(create_app(settings), timeout=60) as owner_client:
+        owner_client.headers.update(bearer(key))
+        job_view = await wait_for_job(owner_client, str(job_id), timeout=180.0)
 
     # then the job was transcribed: the relay published its message
     assert job_view["status"] == "completed", job_view

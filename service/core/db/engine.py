@@ -35,7 +35,8 @@ async def make_read_pool(settings: Settings) -> asyncpg.Pool:
     dsn = make_url(settings.database_url).set(drivername="postgresql")
     return await asyncpg.create_pool(
         dsn.render_as_string(hide_password=False),
-        min_size=1,
+        # Lazy: an API whose PostgreSQL is down still starts (and answers 503, not nothing).
+        min_size=0,
         max_size=settings.db_pool_size,
         timeout=10,
         command_timeout=30,
