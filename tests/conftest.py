@@ -98,6 +98,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory, test_slot: int) -> Iterat
         gpu_batch_flush_ms=base.gpu_batch_flush_ms,
         # The suites submit hundreds of jobs a minute; the limit has tests of its own.
         submits_per_minute=0,
+        # Some tests leave jobs queued on purpose; a wider fair share keeps them from holding
+        # back the owner's later jobs (tests/e2e/test_priorities.py measures fairness with it).
+        fair_share_per_owner=8,
         # Audio URLs in tests are served on loopback, which the egress refuses by default.
         egress_allow=LOOPBACK_ALLOWED,
         # Webhook retries within seconds, not minutes; signing secrets sealed as in production.

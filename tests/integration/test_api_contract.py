@@ -182,7 +182,16 @@ class Footprint:
 async def footprint(sessions: Sessions, settings: Settings) -> Footprint:
     async with sessions() as session:
         jobs = await session.scalar(select(func.count()).select_from(Job))
-        outbox = await session.scalar(select(func.count()).select_from(OutboxMessage))
+        # Rows of no job: a refused submit's job would show in ``jobs``; the session's relay
+        # may stage new messages for older jobs meanwhile (a redrive), which are not ours.
+        outbox = await session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.job_id.is_(None)
+                | OutboxMessage.job_id.not_in(select(Job.id).scalar_subquery())
+            )
+        )
     folder = settings.audio_dir
     files = frozenset(p.name for p in folder.iterdir()) if folder.exists() else frozenset()
     return Footprint(jobs=jobs or 0, outbox=outbox or 0, audio_files=files)

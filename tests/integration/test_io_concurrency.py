@@ -22,9 +22,10 @@ import pytest
 from celery import Celery
 from litestar.testing import AsyncTestClient
 
+from service.app import create_app
 from service.core.settings import Settings
 from tests.audio import speak
-from tests.conftest import WorkerProcess, wait_for_job
+from tests.conftest import WorkerProcess, bearer, make_key, wait_for_job
 
 JOBS = 12
 DELAY_SECONDS = 1.5
@@ -154,10 +155,22 @@ def _io_consumers(settings: Settings) -> list[str]:
 async def test_url_fetches_overlap_in_one_io_worker_process(
     settings: Settings,
     workers: dict[str, WorkerProcess],
+    audio_server: SlowAudioServer,
+) -> None:
+    # given one IO worker process, a slow audio host, and a key of an owner of its own (jobs
+    # other tests left queued don't take its fair share of the GPU lane)
+    key = await asyncio.to_thread(make_key, settings, "io-concurrency")
+    async with AsyncTestClient(create_app(settings), timeout=60) as api:
+        api.headers.update(bearer(key))
+        await _fetch_many(settings, workers, api, audio_server)
+
+
+async def _fetch_many(
+    settings: Settings,
+    workers: dict[str, WorkerProcess],
     api: AsyncTestClient[Any],
     audio_server: SlowAudioServer,
 ) -> None:
-    # given one IO worker process and a slow audio host
     io_worker = workers["worker-io"]
     assert [name for name in workers if name.startswith("worker-io")] == ["worker-io"]
     assert len(await asyncio.to_thread(_io_consumers, settings)) == 1
