@@ -102,17 +102,27 @@ async def revoke_key(session: AsyncSession, ident: str, *, by_name: bool = True)
 
 
 async def authenticate(session: AsyncSession, key: str) -> Principal | None:
-    """The principal of a live key, or None for a malformed, unknown or revoked one."""
+    """The principal of a live key, or None for a malformed, unknown or revoked one.
+
+    The CLI's check (in a session); requests use ``authenticate_fast``. Both end in
+    ``check_key``, so the comparison is written once.
+    """
     prefix = key_prefix(key)
     row = None
     if prefix is not None:
-        row = await session.scalar(
-            select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
-        )
-    stored = row.key_hash if row is not None else _NO_KEY_HASH
-    if not hmac.compare_digest(stored, hash_key(key)) or row is None:
-        return None
-    return Principal(row.id, row.prefix, row.name, row.owner, row.admin)
+        row = (
+            await session.execute(
+                select(
+                    ApiKey.id,
+                    ApiKey.prefix,
+                    ApiKey.name,
+                    ApiKey.owner,
+                    ApiKey.admin,
+                    ApiKey.key_hash,
+                ).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+            )
+        ).first()
+    return check_key(row, key)
 
 
 INVALID_KEY = "this API key is not valid (unknown or revoked)"
