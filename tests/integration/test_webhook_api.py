@@ -6,7 +6,9 @@ made in process by the IO pool's ``deliver_webhook``, to a local receiver.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -162,16 +164,16 @@ async def test_deliveries_are_listed_and_the_last_event_is_redelivered_with_its_
     try:
         log = (await client.get(f"/v1/jobs/{job['id']}/webhooks")).json()
         [event] = log["events"]
-        assert (event["type"], event["state"], log["deliveries"]) == (
-            "job.cancelled",
-            "pending",
-            [],
-        )
+        assert event["type"] == "job.cancelled"
+        assert event["state"] in ("pending", "delivered")
         event_id = await _event_id(sessions, event["webhook_id"])
-        assert await deliver_webhook(ctx, event_id, 0) == "delivered"
+        # the first attempt is made here, unless the session's relay and IO worker (running
+        # when an end-to-end module started them) took it first: the claim is fenced, so
+        # exactly one of the two makes attempt 1
+        assert await deliver_webhook(ctx, event_id, 0) in ("delivered", "skipped")
 
         # when the owner lists the deliveries, then asks for a redelivery
-        listed = await client.get(f"/v1/jobs/{job['id']}/webhooks")
+        listed = await _once_delivered(client, job["id"])
         redelivered = await client.post(f"/v1/jobs/{job['id']}/webhooks/redeliver")
 
         # then the listing shows the event delivered after one attempt of 204
@@ -194,6 +196,17 @@ async def test_deliveries_are_listed_and_the_last_event_is_redelivered_with_its_
         assert [d["attempt"] for d in final["deliveries"]] == [1, 2]
     finally:
         await ctx["webhook_http"].aclose()
+
+
+async def _once_delivered(client: Client, job_id: str) -> httpx.Response:
+    """The job's webhook listing once its event is delivered (within 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        listed = await client.get(f"/v1/jobs/{job_id}/webhooks")
+        assert listed.status_code == 200, listed.text
+        if listed.json()["events"][0]["state"] == "delivered" or time.monotonic() > deadline:
+            return listed
+        await asyncio.sleep(0.1)
 
 
 async def test_redelivering_a_job_without_an_event_is_409(client: Client) -> None:
