@@ -1,4 +1,5 @@
-"""``just bench [NAME...]``: run the benchmarks (all, or those named); figures in bench-results/.
+"""``just bench [NAME...]``: run the benchmarks (all, or those named); figures in bench-results/,
+issue 13's ratios in bench-results/summary.md.
 
 Benchmarks compare numbers measured side by side in one run; they are never timed unit tests.
 """
@@ -6,9 +7,11 @@ Benchmarks compare numbers measured side by side in one run; they are never time
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.bench import (
@@ -22,6 +25,7 @@ from tests.bench import (
     submit,
     task_events,
 )
+from tests.bench.summary import write_summary
 
 BENCHMARKS = {
     "inference": inference.run,
@@ -46,17 +50,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
         return 2
     RESULTS.mkdir(exist_ok=True)
-    machine = {"python": sys.version.split()[0], "platform": platform.platform()}
+    machine = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "gpu": _gpu(),
+    }
     for name in names:
         run = BENCHMARKS[name]
         started = time.perf_counter()
         figures = run()
         figures["machine"] = machine
+        figures["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         figures["benchmark_seconds"] = round(time.perf_counter() - started, 1)
         (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
         print(f"{name}: {json.dumps(figures, indent=2)}")
-    print(f"figures written to {RESULTS}/")
+    print(f"figures written to {RESULTS}/; the table of ratios: {write_summary(RESULTS)}")
     return 0
+
+
+def _gpu() -> str:
+    """The CUDA device the inference benchmarks could use, or "no GPU"."""
+    try:
+        import torch
+    except ImportError:
+        return "no GPU"
+    if not torch.cuda.is_available():
+        return "no GPU"
+    return str(torch.cuda.get_device_name(0))
 
 
 if __name__ == "__main__":
