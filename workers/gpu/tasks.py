@@ -102,9 +102,12 @@ def transcribe(self: Task, job_id: str) -> str:
         except Exception as exc:
             raise WorkerUnfit(f"GPU child could not start: {exc}") from exc
         with _soft_time_limit(self):
-            outcome = run_transcription(child, job_id, worker=str(self.request.hostname))
-        _release_held(child)
-        return outcome
+            return run_transcription(
+                child,
+                job_id,
+                worker=str(self.request.hostname),
+                on_claimed=lambda: _release_held(child),
+            )
     except WorkerUnfit as unfit:
         # Not the job's fault: hand the message back for this or another worker to retry.
         log.error("gpu.transcribe %s: %s; retrying", job_id, unfit)
@@ -123,8 +126,9 @@ def transcribe(self: Task, job_id: str) -> str:
 
 
 def _release_held(child: GpuRuntime) -> None:
-    """Send the owners' next held jobs now, not at the relay's next sweep: this job left its
-    lane (``service.core.fairness``). Best effort: the sweep releases them otherwise."""
+    """Send the owners' next held jobs now, not at the relay's next sweep: the job just
+    claimed left its lane's queue (``service.core.fairness`` counts queued jobs), so a
+    batched worker's free slots fill at once. Best effort: the sweep releases them otherwise."""
     if settings.fair_share_per_owner <= 0:
         return
     try:

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,13 @@ class AudioUnreadable(Exception):
     """ffmpeg could not decode the stored audio: retrying would not help."""
 
 
-def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
+def run_transcription(
+    runtime: GpuRuntime,
+    job_id: str,
+    *,
+    worker: str,
+    on_claimed: Callable[[], None] | None = None,
+) -> str:
     """Transcribe one job end to end; returns ``completed``, ``failed``, ``skipped`` or
     ``abandoned`` (the job was cancelled or deleted mid-way: Whisper stops between windows).
 
@@ -68,7 +75,8 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
     cancelled or deleted): nothing is transcribed. Raises ``JobHeld`` when a live worker
     holds the job (the caller retries after the lease: if that worker died, the job is
     claimed again). The transcript and the final status are committed in one transaction,
-    only if this claim still holds the job.
+    only if this claim still holds the job. ``on_claimed`` runs once the job is claimed (the
+    job has left its lane's queue: the caller sends the owner's next held job).
     """
     job_uuid = uuid.UUID(job_id)
     claim = runtime.write(
@@ -88,6 +96,8 @@ def run_transcription(runtime: GpuRuntime, job_id: str, *, worker: str) -> str:
     logs.bind(attempt=claim.token)
     log.info("job %s: claimed (attempt %d) on %s pid %d", job_id, claim.token, worker, os.getpid())
     runtime.emit(events.Started(job_id=job_id, attempt=claim.token, worker=worker))
+    if on_claimed is not None:
+        on_claimed()
     try:
         if not claim.audio_path or not Path(claim.audio_path).is_file():
             raise AudioUnreadable("the job's audio file is missing")
