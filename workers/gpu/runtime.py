@@ -92,6 +92,11 @@ class GpuRuntime:
         """Run ``coro`` on this child's loop from its main thread, waiting for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
+    def admitted(self, job_id: str) -> contextlib.AbstractContextManager[None]:
+        """Admission of one job to this child: a prefork child runs one job at a time, so
+        every job is admitted at once (the batched runtime decides who runs beside whom)."""
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def lease_kept(self, claim: transitions.Claim) -> Iterator[None]:
         """Renew ``claim``'s lease every quarter lease while the block runs."""

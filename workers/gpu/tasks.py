@@ -101,7 +101,7 @@ def transcribe(self: Task, job_id: str) -> str:
             child = runtime()
         except Exception as exc:
             raise WorkerUnfit(f"GPU child could not start: {exc}") from exc
-        with _soft_time_limit(self):
+        with child.admitted(job_id), _soft_time_limit(self):
             return run_transcription(
                 child,
                 job_id,

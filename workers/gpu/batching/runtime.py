@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.core.db.models import Job
 from service.core.settings import Settings
+from service.core.states import JobStatus
 from workers.gpu.batching.batcher import WindowBatcher
+from workers.gpu.batching.gate import SoloGate
 from workers.gpu.batching.model import BatchedModel, install_alignment_lock
 from workers.gpu.runtime import GpuRuntime
 
@@ -23,7 +32,16 @@ class BatchedRuntime(GpuRuntime):
         super().__init__(settings, slot=slot)
         self._models_lock = threading.Lock()
         self.batcher = WindowBatcher(settings.gpu_batch_size, settings.gpu_batch_flush_ms / 1000)
+        self.gate = SoloGate()
         install_alignment_lock()
+
+    @contextlib.contextmanager
+    def admitted(self, job_id: str) -> Iterator[None]:
+        """Admit one job: a job that lost an earlier attempt runs alone (``batching.gate``);
+        a duplicate message of a job a live worker holds passes straight on (to be told so)."""
+        alone = self.write(_lost_an_attempt, uuid.UUID(job_id))
+        with self.gate.admitted(alone=alone):
+            yield
 
     def model(self, name: str) -> Any:
         """The named model, shared by every thread, wrapped for batched decoding."""
@@ -35,3 +53,19 @@ class BatchedRuntime(GpuRuntime):
         """Stop the batcher, then the base runtime."""
         self.batcher.close()
         super().close()
+
+
+async def _lost_an_attempt(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Whether claiming ``job_id`` now would be a repeat attempt: it was claimed before and
+    is queued again, or still running under a lease that ran out (its worker died)."""
+    row = (
+        await session.execute(
+            select(Job.attempts, Job.status, Job.lease_expires_at < func.now()).where(
+                Job.id == job_id
+            )
+        )
+    ).first()
+    if row is None or row.attempts == 0:
+        return False
+    lapsed = bool(row[2])
+    return row.status == JobStatus.queued or (row.status == JobStatus.running and lapsed)
