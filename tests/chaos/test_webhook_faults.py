@@ -1,4 +1,4 @@
-"""Scenarios 12 and 13: a webhook receiver that fails then recovers, and the IO worker
+"""Scenarios 13 and 14: a webhook receiver that fails then recovers, and the IO worker
 SIGKILLed mid-delivery. Every finished job's event must reach the receiver, once per job
 (as one ``webhook-id``), whatever happened on the way."""
 
@@ -14,7 +14,7 @@ from tests.webhooks import Receiver
 
 
 async def test_a_receiver_that_fails_then_recovers_gets_every_event(chaos: Chaos) -> None:
-    """12. A webhook receiver failing (500) for 10 s, then back: every event arrives"""
+    """13. A webhook receiver failing (500) for 10 s, then back: every event arrives"""
     # Given a receiver that answers 500 to everything for 10 s from the first request it gets
     await chaos.open(transcribe_delay_seconds=0.3)
     chaos.start_all()
@@ -45,7 +45,7 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event(chaos: Chaos
 
 
 async def test_io_worker_sigkilled_mid_delivery_loses_no_event(chaos: Chaos) -> None:
-    """13. SIGKILL the gevent IO worker mid-delivery: no webhook event lost"""
+    """14. SIGKILL the gevent IO worker mid-delivery: no webhook event lost"""
     # Given a receiver that holds its first four requests for 4 s before answering
     await chaos.open(transcribe_delay_seconds=0.3, webhook_timeout_seconds=6.0)
 
