@@ -59,7 +59,8 @@ class JobRecord(NamedTuple):
 
 # Columns of the view that are not plain columns of ``jobs``.
 _DERIVED = {
-    "diarize": "j.diarization IS NOT NULL",
+    # A job without diarization may hold JSON null rather than SQL NULL (the ORM's default).
+    "diarize": "COALESCE(jsonb_typeof(j.diarization) = 'object', false)",
     "known_speakers": "CASE WHEN j.diarization ? 'known_speakers' THEN ARRAY("
     "SELECT jsonb_array_elements_text(j.diarization -> 'known_speakers')) END",
 }

@@ -336,6 +336,8 @@ async def test_a_job_with_known_speakers_is_diarized_and_shows_them(
         "/v1/jobs", headers=bearer(key), json={"audio_url": "https://media.example.com/b.mp3"}
     )
     assert plain.json()["diarize"] is False and plain.json()["known_speakers"] is None
+    polled = (await app.get(f"/v1/jobs/{plain.json()['id']}", headers=bearer(key))).json()
+    assert polled["diarize"] is False and polled["known_speakers"] is None
 
 
 async def test_openai_known_speaker_names_are_checked_in_openais_shape(
