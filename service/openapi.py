@@ -59,6 +59,7 @@ from service.openapi_errors import (
     V1_ERRORS,
     Refusal,
 )
+from service.speakers.openapi import describe_enrolment
 
 # Request bodies that are msgspec Structs with ``forbid_unknown_fields``.
 CLOSED_BODIES = (NewKey,)
@@ -315,7 +316,7 @@ def _describe_successes(operations: dict[str, Operation]) -> None:
         for media_type in dict.fromkeys(m.split(";")[0] for m in MEDIA_TYPES.values())
     }
     _describe_events(operations["GET /v1/jobs/{job_id}/events"])
-    _describe_enrolment(operations)
+    describe_enrolment(operations)
     for name, operation in operations.items():
         if name.split(" ", 1)[1].startswith(OPENAI_PREFIX):
             _describe_openai(operation)
@@ -325,45 +326,6 @@ def _describe_successes(operations: dict[str, Operation]) -> None:
         description="not ready: a check failed (each check says why)",
         content=_success(ready, "200").content,
     )
-
-
-_SPEAKER_FORM = Schema(
-    type=OpenAPIType.OBJECT,
-    required=["name", "file"],
-    properties={
-        "name": Schema(
-            type=OpenAPIType.STRING,
-            min_length=1,
-            max_length=64,
-            description="letters, digits, spaces and _ - . ' (starting with a letter or "
-            "digit), not SPEAKER_<n>",
-        ),
-        "file": Schema(
-            type=OpenAPIType.STRING,
-            format=OpenAPIFormat.BINARY,
-            description="2 to 60 s of the speaker's voice, any format ffmpeg decodes",
-        ),
-    },
-)
-
-
-def _describe_enrolment(operations: dict[str, Operation]) -> None:
-    """``POST /v1/speakers``: its form, and links to the speaker it made."""
-    enrol = operations["POST /v1/speakers"]
-    enrol.request_body = RequestBody(
-        required=True, content={"multipart/form-data": OpenAPIMediaType(schema=_SPEAKER_FORM)}
-    )
-    _success(enrol, "201").links = {
-        name: Link(
-            operation_id=operations[target].operation_id,
-            parameters={"name": "$response.body#/name"},
-            description=description,
-        )
-        for name, target, description in (
-            ("GetSpeaker", "GET /v1/speakers/{name}", "the new speaker"),
-            ("DeleteSpeaker", "DELETE /v1/speakers/{name}", "delete the new speaker"),
-        )
-    }
 
 
 def _describe_events(operation: Operation) -> None:
