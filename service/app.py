@@ -33,11 +33,19 @@ from service.openapi_errors import V1_SECURITY
 from service.ops.backlog import Estimator
 from service.ops.controllers import OpsController
 from service.ops.requests import record_response, request_timer
+from service.speakers.controllers import SpeakerController
 from service.web import web_routes
 from service.webhooks.controllers import WebhookController
 
 # The API's /v1 controllers: each is served behind the API-key middleware.
-V1_CONTROLLERS = [JobController, EventController, KeyController, WebhookController, OpsController]
+V1_CONTROLLERS = [
+    JobController,
+    EventController,
+    KeyController,
+    WebhookController,
+    OpsController,
+    SpeakerController,
+]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

@@ -59,6 +59,7 @@ from service.openapi_errors import (
     V1_ERRORS,
     Refusal,
 )
+from service.speakers.openapi import describe_enrolment
 
 # Request bodies that are msgspec Structs with ``forbid_unknown_fields``.
 CLOSED_BODIES = (NewKey,)
@@ -315,6 +316,7 @@ def _describe_successes(operations: dict[str, Operation]) -> None:
         for media_type in dict.fromkeys(m.split(";")[0] for m in MEDIA_TYPES.values())
     }
     _describe_events(operations["GET /v1/jobs/{job_id}/events"])
+    describe_enrolment(operations)
     for name, operation in operations.items():
         if name.split(" ", 1)[1].startswith(OPENAI_PREFIX):
             _describe_openai(operation)
@@ -361,7 +363,16 @@ _OPENAI_FORM = Schema(
         "language": Schema(type=OpenAPIType.STRING, description="the spoken language (ISO-639-1)"),
         "prompt": Schema(type=OpenAPIType.STRING, description="text to prime the decoder"),
         "response_format": Schema(
-            type=OpenAPIType.STRING, enum=[str(f) for f in MEDIA_TYPES], description="default json"
+            type=OpenAPIType.STRING,
+            enum=[*(str(f) for f in MEDIA_TYPES), "diarized_json"],
+            description="default json; `diarized_json` (transcriptions) diarizes the job and "
+            "answers OpenAI's TranscriptionDiarized",
+        ),
+        "known_speaker_names[]": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(type=OpenAPIType.STRING),
+            description="speakers enrolled with POST /v1/speakers, labelled by name (diarizes "
+            "the job); `known_speaker_references[]` is refused: enrol the voices instead",
         ),
         "temperature": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1),
         "timestamp_granularities[]": Schema(

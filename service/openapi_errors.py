@@ -55,9 +55,14 @@ _JOB_NOT_FOUND = refuse(
     "job_not_found",
 )
 _ADMIN_ONLY = refuse("the key is not an admin key", "forbidden")
+_SPEAKER_NOT_FOUND = refuse(
+    "no speaker of this name for this key's owner (another owner's looks the same)",
+    "speaker_not_found",
+)
 _OPENAI_AUDIO: dict[int, Refusal] = {
     400: refuse(
         "the form or the audio can't be used: not multipart/form-data, a malformed body, no "
+        "`file` part, a `known_speaker_names[]` name not enrolled (`unknown_speaker`), no "
         "`file` part, a bad field (`param` names it), a file that is not audio, empty, that "
         "ffmpeg can't decode or over STENO_MAX_AUDIO_SECONDS (also when the job failed on it)",
         "validation_error",
@@ -66,6 +71,7 @@ _OPENAI_AUDIO: dict[int, Refusal] = {
         "empty_file",
         "invalid_audio",
         "audio_too_long",
+        "unknown_speaker",
     ),
     404: refuse(
         "`model` is not `whisper-1` or a model served here; or the job was deleted while "
@@ -112,7 +118,8 @@ ERRORS: dict[str, dict[int, Refusal]] = {
         ),
         422: refuse(
             "an option or the audio can't be used: a bad field (`priority`, the diarization "
-            "options, ...) or no `file` part, a bad `Idempotency-Key`, a model this "
+            "options, ...) or no `file` part, a `known_speakers` name the owner has not "
+            "enrolled (`unknown_speaker`), a bad `Idempotency-Key`, a model this "
             "deployment does not serve, a bad or unreadable `audio_url`, a `webhook_url` "
             "(or `audio_url`) the egress policy forbids, an empty file, something ffmpeg "
             "can't decode, audio over STENO_MAX_AUDIO_SECONDS; or an `Idempotency-Key` "
@@ -126,6 +133,7 @@ ERRORS: dict[str, dict[int, Refusal]] = {
             "invalid_audio",
             "audio_too_long",
             "idempotency_key_reused",
+            "unknown_speaker",
         ),
         429: refuse(
             "the key submitted STENO_SUBMITS_PER_MINUTE jobs in the last minute", "rate_limited"
@@ -184,6 +192,27 @@ ERRORS: dict[str, dict[int, Refusal]] = {
         404: refuse("no live key with this prefix", "key_not_found"),
     },
     "GET /v1/queues": {403: _ADMIN_ONLY},
+    "POST /v1/speakers": {
+        400: refuse("the multipart body is malformed", "bad_request"),
+        409: refuse("the owner already has a speaker of this name", "speaker_exists"),
+        413: refuse("the clip is over 16 MiB (or STENO_MAX_UPLOAD_BYTES)", "payload_too_large"),
+        415: refuse(
+            "the body is not multipart/form-data, or the file is not audio",
+            "unsupported_media_type",
+        ),
+        422: refuse(
+            "no `name` or `file`, a bad name, an empty file, one ffmpeg can't decode, or a "
+            "clip under 2 s or over 60 s",
+            "validation_error",
+            "empty_file",
+            "invalid_audio",
+            "audio_too_short",
+            "audio_too_long",
+        ),
+    },
+    "GET /v1/speakers": {},
+    "GET /v1/speakers/{name}": {404: _SPEAKER_NOT_FOUND},
+    "DELETE /v1/speakers/{name}": {404: _SPEAKER_NOT_FOUND},
     "GET /metrics": {403: _ADMIN_ONLY},
     "POST /v1/audio/transcriptions": _OPENAI_AUDIO,
     "POST /v1/audio/translations": _OPENAI_AUDIO,

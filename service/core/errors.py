@@ -65,6 +65,30 @@ class AudioGone(StenoError):
     code = "audio_gone"
 
 
+class AudioTooShort(StenoError):
+    """The audio is shorter than the use needs (a speaker's clip: 2 s at least)."""
+
+    code = "audio_too_short"
+
+
+class SpeakerNotFound(StenoError):
+    """No stored speaker with that name for this owner (another owner's looks the same)."""
+
+    code = "speaker_not_found"
+
+
+class SpeakerExists(StenoError):
+    """The owner already has a speaker of that name (delete it first to enrol it again)."""
+
+    code = "speaker_exists"
+
+
+class UnknownSpeaker(ValidationFailed):
+    """A submit names a known speaker the owner has not enrolled."""
+
+    code = "unknown_speaker"
+
+
 class UnsupportedMediaType(StenoError):
     """The request's or the upload's content type is not one Steno accepts."""
 

@@ -1,4 +1,4 @@
-"""Where a job's audio lives on disk, and removing all of it when the job goes.
+"""Where a job's audio (and a known speaker's clip) lives on disk; removing a job's.
 
 The API writes uploads here and the IO workers write fetched audio; ``DELETE
 /v1/jobs/{id}`` removes it.
@@ -24,3 +24,9 @@ def remove_audio(audio_dir: Path, job_id: uuid.UUID, audio_path: str | None) -> 
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def speaker_clip_path(audio_dir: Path, speaker_id: uuid.UUID) -> Path:
+    """Where a known speaker's clip lives: beside the jobs' audio, which the GPU workers
+    read already, in a folder of its own that the retention sweep (``<job id>.*``) skips."""
+    return audio_dir / "speakers" / f"{speaker_id}.audio"

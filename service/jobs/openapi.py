@@ -47,6 +47,12 @@ _OPTIONS: dict[str, tuple[OpenAPIType, str]] = {
     "num_speakers": (OpenAPIType.INTEGER, "with diarize: exactly this many speakers (1-10)"),
     "min_speakers": (OpenAPIType.INTEGER, "with diarize: at least this many speakers"),
     "max_speakers": (OpenAPIType.INTEGER, "with diarize: at most this many speakers"),
+    "known_speakers": (
+        OpenAPIType.ARRAY,
+        "names of speakers enrolled with POST /v1/speakers, labelled by name (implies "
+        "diarize; 422 unknown_speaker for a name not enrolled); in a form, repeat the field "
+        "or separate names with commas",
+    ),
 }
 
 
@@ -57,6 +63,12 @@ def _option(name: str, *, json: bool) -> Schema:
         return Schema(type=OpenAPIType.STRING, description=description)
     if kind == OpenAPIType.BOOLEAN:
         return Schema(type=kind, description=description)
+    if kind == OpenAPIType.ARRAY:
+        return Schema(
+            type=[kind, OpenAPIType.NULL],
+            items=Schema(type=OpenAPIType.STRING),
+            description=description,
+        )
     return Schema(type=[kind, OpenAPIType.NULL], description=description)
 
 

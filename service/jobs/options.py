@@ -4,6 +4,7 @@ diarization, and the shape of an ``audio_url``; each bad value a ``ValidationFai
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +50,7 @@ def parse_options(
     num_speakers: int | str | None = None,
     min_speakers: int | str | None = None,
     max_speakers: int | str | None = None,
+    known_speakers: str | Iterable[str] | None = None,
 ) -> JobOptions:
     """Check the options a client sent; raises ``ValidationFailed``/``UnsupportedModel``."""
     chosen = (model or "").strip() or settings.whisper_model
@@ -72,7 +74,11 @@ def parse_options(
     if prompt is not None and "\x00" in prompt:
         raise ValidationFailed("initial_prompt may not contain NUL characters")
     diarization = parse_diarization(
-        diarize, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers
+        diarize,
+        num_speakers=num_speakers,
+        min_speakers=min_speakers,
+        max_speakers=max_speakers,
+        known_speakers=known_speakers,
     )
     return JobOptions(
         model=chosen,

@@ -53,12 +53,21 @@ class JobRecord(NamedTuple):
     audio_url: str | None
     webhook_url: str | None
     priority: str
+    diarize: bool
+    known_speakers: list[str] | None
 
 
+# Columns of the view that are not plain columns of ``jobs``.
+_DERIVED = {
+    # A job without diarization may hold JSON null rather than SQL NULL (the ORM's default).
+    "diarize": "COALESCE(jsonb_typeof(j.diarization) = 'object', false)",
+    "known_speakers": "CASE WHEN j.diarization ? 'known_speakers' THEN ARRAY("
+    "SELECT jsonb_array_elements_text(j.diarization -> 'known_speakers')) END",
+}
 # The key and, when it is the key owner's, the job: one round trip for the most polled route.
 _KEY_AND_JOB = (
     f"SELECT {KEY_COLUMNS}, "
-    + ", ".join(f"j.{name}" for name in JobRecord._fields)
+    + ", ".join(_DERIVED.get(name, f"j.{name}") for name in JobRecord._fields)
     + " FROM api_keys k LEFT JOIN jobs j ON j.id = $2 AND j.owner = k.owner"
     " WHERE k.prefix = $1 AND k.revoked_at IS NULL"
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -30,10 +30,13 @@ class SubmitUrl(msgspec.Struct, forbid_unknown_fields=True):
     # The job's GPU lane: high, normal or low.
     priority: str | None = None
     # Speaker diarization: who spoke when (see the README's Diarization section).
-    diarize: bool = False
+    # Unset: off, unless known_speakers names anyone (which turns it on).
+    diarize: bool | msgspec.UnsetType = msgspec.UNSET
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    # Names of the owner's enrolled speakers (POST /v1/speakers) to label by name.
+    known_speakers: list[str] | None = None
 
 
 class Progress(msgspec.Struct):
@@ -95,6 +98,9 @@ class JobView(msgspec.Struct):
     audio_url: str | None
     webhook_url: str | None = None
     priority: str = "normal"
+    # Speaker diarization asked for, and the known speakers named (None when none were).
+    diarize: bool = False
+    known_speakers: list[str] | None = None
 
     @classmethod
     def from_row(cls, job: Job | JobRecord) -> JobView:
@@ -119,7 +125,15 @@ class JobView(msgspec.Struct):
             audio_url=job.audio_url,
             webhook_url=job.webhook_url,
             priority=job.priority,
+            **_diarization(job),
         )
+
+
+def _diarization(job: Job | JobRecord) -> dict[str, Any]:
+    if isinstance(job, Job):
+        names = (job.diarization or {}).get("known_speakers")
+        return {"diarize": job.diarization is not None, "known_speakers": names or None}
+    return {"diarize": job.diarize, "known_speakers": job.known_speakers}
 
 
 class JobPage(msgspec.Struct):

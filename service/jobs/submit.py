@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core import transitions
@@ -39,6 +40,7 @@ from service.jobs.options import (
 from service.jobs.schemas import SubmitUrl
 from service.jobs.uploads import ReceivedUpload, receive_upload
 from service.jobs.urlcheck import check_url_readable
+from service.speakers.services import resolve_known
 from service.webhooks.urls import check_webhook_url
 
 log = logging.getLogger(__name__)
@@ -145,8 +147,10 @@ async def accept_upload(
                 num_speakers=fields.get("num_speakers"),
                 min_speakers=fields.get("min_speakers"),
                 max_speakers=fields.get("max_speakers"),
+                known_speakers=_form_names(upload.values),
             )
         )
+        options = await _with_speakers(sessionmaker, options, owner)
         submit = await _submission(
             settings,
             options,
@@ -197,6 +201,24 @@ async def accept_upload(
     return accepted
 
 
+def _form_names(values: dict[str, list[str]]) -> list[str] | None:
+    """``known_speakers`` of a form: the field repeated and/or comma-separated (also spelled
+    ``known_speakers[]``, as clients that send lists in brackets do)."""
+    names = [*values.get("known_speakers", []), *values.get("known_speakers[]", [])]
+    return names or None
+
+
+async def _with_speakers(
+    sessionmaker: async_sessionmaker[AsyncSession], options: JobOptions, owner: str
+) -> JobOptions:
+    """The options with the known speakers they name resolved to the owner's speakers
+    (``UnknownSpeaker`` when one is not enrolled), before anything is stored."""
+    if not (options.diarization or {}).get("known_speakers"):
+        return options
+    diarization = await resolve_known(sessionmaker, options.diarization, owner=owner)
+    return dataclasses.replace(options, diarization=diarization)
+
+
 def _succeeded(future: asyncio.Future[Accepted] | None) -> bool:
     """Whether the job row that points at the upload was committed."""
     return (
@@ -244,11 +266,13 @@ async def accept_url(
         language=request.language,
         word_timestamps=request.word_timestamps,
         initial_prompt=request.initial_prompt,
-        diarize=request.diarize,
+        diarize=None if isinstance(request.diarize, msgspec.UnsetType) else request.diarize,
         num_speakers=request.num_speakers,
         min_speakers=request.min_speakers,
         max_speakers=request.max_speakers,
+        known_speakers=request.known_speakers,
     )
+    options = await _with_speakers(sessionmaker, options, owner)
     submit = await _submission(
         settings,
         options,

@@ -23,6 +23,9 @@ from service.openai.errors import JOB_ID_HEADER, NO_RETRY, ErrorBody, error_payl
 from service.openai.schemas import (
     TRANSCRIBE,
     AudioRequest,
+    DiarizedAnswer,
+    DiarizedSegment,
+    DiarizedUsage,
     Segment,
     TextAnswer,
     Usage,
@@ -52,6 +55,8 @@ def _usage(transcript: Transcript, request: AudioRequest) -> Usage | None:
 def answer_body(transcript: Transcript, request: AudioRequest) -> tuple[bytes, str]:
     """The body and media type of a completed job's answer in the asked format."""
     fmt = request.response_format
+    if request.diarized_json:
+        return msgspec.json.encode(diarized(transcript)), "application/json"
     if fmt is TranscriptFormat.JSON:
         body = TextAnswer(text=transcript.text, usage=_usage(transcript, request))
         return msgspec.json.encode(body), "application/json"
@@ -94,6 +99,51 @@ def verbose(transcript: Transcript, request: AudioRequest) -> VerboseAnswer:
         words=words,
         segments=segments,
         usage=_usage(transcript, request),
+    )
+
+
+def diarized(transcript: Transcript) -> DiarizedAnswer:
+    """OpenAI's ``diarized_json``: each segment with its speaker.
+
+    A known speaker keeps its name; anonymous ones (``SPEAKER_1``, ...) are lettered ``A``,
+    ``B``, ... in order of first appearance as OpenAI labels them (skipping a letter a known
+    speaker is named). A segment without a speaker (no speech found) is ``A``'s neighbour:
+    it takes the label of the segment before it, or the first label.
+    """
+    names = {s.speaker for s in transcript.segments if s.speaker}
+    anonymous = [
+        s.speaker for s in transcript.segments if s.speaker and s.speaker.startswith("SPEAKER_")
+    ]
+    letters = (chr(code) for code in range(ord("A"), ord("Z") + 1))
+    labels: dict[str, str] = {}
+    for speaker in dict.fromkeys(anonymous):
+        letter = next((x for x in letters if x not in names), speaker)
+        labels[speaker] = letter
+    segments: list[DiarizedSegment] = []
+    previous = ""
+    for s in transcript.segments:
+        label = labels.get(s.speaker or "", s.speaker or previous)
+        previous = label
+        segments.append(
+            DiarizedSegment(
+                id=f"seg_{s.id}",
+                start=_seconds(s.start),
+                end=_seconds(s.end),
+                text=s.text,
+                speaker=label,
+            )
+        )
+    first = next((seg.speaker for seg in segments if seg.speaker), "A")
+    for seg in segments:
+        if not seg.speaker:
+            seg.speaker = first
+    duration = _seconds(transcript.duration)
+    return DiarizedAnswer(
+        task=TRANSCRIBE,
+        duration=duration,
+        text=transcript.text,
+        segments=segments,
+        usage=DiarizedUsage(seconds=duration),
     )
 
 

@@ -83,8 +83,10 @@ class AudioController(Controller):
         description=(
             "OpenAI's `multipart/form-data` form: `file`, `model` (`whisper-1` is Steno's "
             "default model), `language`, `prompt`, `response_format` (json, text, srt, "
-            "verbose_json, vtt), `temperature`, `timestamp_granularities[]` (word, segment), "
-            "`stream` (OpenAI's `transcript.text.delta`/`done` events). Waits for the job; "
+            "verbose_json, vtt, diarized_json), `temperature`, `timestamp_granularities[]` "
+            "(word, segment), `known_speaker_names[]` (speakers enrolled with "
+            "`POST /v1/speakers`), `stream` (OpenAI's `transcript.text.delta`/`done` events). "
+            "Waits for the job; "
             "every answer about a job has a `Steno-Job-Id` header; 504 `job_not_finished` "
             'after `STENO_OPENAI_WAIT_SECONDS`. Errors are OpenAI\'s `{"error": {...}}`.'
         ),

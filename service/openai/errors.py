@@ -69,6 +69,8 @@ _STATUS: dict[type[StenoError], int] = {
     ModelNotFound: 404,
 }
 _OPENAI_CODES = {"unauthorized": "invalid_api_key", "rate_limited": "rate_limit_exceeded"}
+# The form field a domain error is about, when the error does not say.
+_PARAMS = {"unknown_speaker": "known_speaker_names"}
 
 
 class ErrorDetail(msgspec.Struct):
@@ -133,7 +135,7 @@ def _steno_error(_: Request[Any, Any, Any], exc: StenoError) -> Response[ErrorBo
     code = _OPENAI_CODES.get(exc.code, exc.code)
     if isinstance(exc, Unauthorized):
         code = "invalid_api_key"
-    param = getattr(exc, "param", None)
+    param = getattr(exc, "param", None) or _PARAMS.get(exc.code)
     return openai_error(openai_status(exc), exc.detail, code=code, param=param, headers=headers)
 
 

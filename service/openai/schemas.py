@@ -1,9 +1,15 @@
 """What an OpenAI audio request asks for (its form fields, checked) and the answers' shapes.
 
 The form is OpenAI's: ``file``, ``model``, ``language``, ``prompt``, ``response_format``,
-``temperature``, ``timestamp_granularities[]`` and ``stream``. Fields OpenAI has and Steno
-does not use (``include[]``, ``chunking_strategy``, ...) are ignored, as OpenAI ignores
-fields it does not know. ``model`` is a model Steno serves, or ``whisper-1`` for the default.
+``temperature``, ``timestamp_granularities[]``, ``stream`` and ``known_speaker_names[]``.
+Fields OpenAI has and Steno does not use (``include[]``, ``chunking_strategy``, ...) are
+ignored, as OpenAI ignores fields it does not know. ``model`` is a model Steno serves, or
+``whisper-1`` for the default.
+
+``response_format=diarized_json`` (transcriptions only, not streamed) diarizes the job and
+answers OpenAI's ``TranscriptionDiarized``. ``known_speaker_names[]`` names speakers the
+owner enrolled with ``POST /v1/speakers`` (and diarizes the job whatever the format);
+``known_speaker_references[]`` (voices as data URLs) is refused: enrol them instead.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ TRANSCRIBE = "transcribe"
 TRANSLATE = "translate"
 WORD = "word"
 SEGMENT = "segment"
+DIARIZED_JSON = "diarized_json"
+_SPEAKER_FIELDS = ("known_speaker_names[]", "known_speaker_names")
+_REFERENCE_FIELDS = ("known_speaker_references[]", "known_speaker_references")
 _GRANULARITY_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -40,6 +49,8 @@ class AudioRequest:
     response_format: TranscriptFormat
     granularities: frozenset[str]
     stream: bool
+    # response_format=diarized_json: answered as OpenAI's TranscriptionDiarized.
+    diarized_json: bool = False
 
     @property
     def task(self) -> str:
@@ -131,8 +142,13 @@ def read_request(settings: Settings, values: Mapping[str, list[str]], *, task: s
             f"({', '.join(m for m in settings.models if not m.endswith('.en')) or 'none here'})",
             param="model",
         )
-    response_format = _format(_one(values, "response_format"))
+    asked_format = _one(values, "response_format")
+    diarized_json = asked_format == DIARIZED_JSON
+    response_format = TranscriptFormat.JSON if diarized_json else _format(asked_format)
     granularities = _granularities(values)
+    stream = _flag(_one(values, "stream"), "stream")
+    names = [v for name in _SPEAKER_FIELDS for v in values.get(name, []) if v.strip()]
+    _check_diarized(task, diarized_json=diarized_json, stream=stream, values=values)
     try:
         options = parse_options(
             settings,
@@ -142,9 +158,13 @@ def read_request(settings: Settings, values: Mapping[str, list[str]], *, task: s
             word_timestamps=response_format is TranscriptFormat.VERBOSE_JSON
             and WORD in granularities,
             initial_prompt=_one(values, "prompt"),
+            diarize=diarized_json or bool(names),
+            known_speakers=names,
         )
     except ValidationFailed as exc:
         param = "prompt" if "initial_prompt" in exc.detail else "language"
+        if "speaker" in exc.detail:
+            param = "known_speaker_names"
         raise InvalidParameter(exc.detail.replace("initial_prompt", "prompt"), param=param) from exc
     return AudioRequest(
         options=dataclasses.replace(
@@ -152,8 +172,29 @@ def read_request(settings: Settings, values: Mapping[str, list[str]], *, task: s
         ),
         response_format=response_format,
         granularities=granularities,
-        stream=_flag(_one(values, "stream"), "stream"),
+        stream=stream,
+        diarized_json=diarized_json,
     )
+
+
+def _check_diarized(
+    task: str, *, diarized_json: bool, stream: bool, values: Mapping[str, list[str]]
+) -> None:
+    if diarized_json and task != TRANSCRIBE:
+        raise InvalidParameter(
+            "diarized_json is a transcription format; translations don't have it",
+            param="response_format",
+        )
+    if diarized_json and stream:
+        raise InvalidParameter(
+            "diarized_json is not streamed here; send it without stream=true", param="stream"
+        )
+    if any(v.strip() for name in _REFERENCE_FIELDS for v in values.get(name, [])):
+        raise InvalidParameter(
+            "known_speaker_references[] is not supported here: enrol each voice once with "
+            "POST /v1/speakers (a name and a 2-60 s clip), then send only known_speaker_names[]",
+            param="known_speaker_references",
+        )
 
 
 class Usage(msgspec.Struct):
@@ -203,6 +244,34 @@ class VerboseAnswer(msgspec.Struct, omit_defaults=True):
     words: list[Word] | None = None
     segments: list[Segment] | None = None
     usage: Usage | None = None
+
+
+class DiarizedSegment(msgspec.Struct):
+    """One segment of ``diarized_json``: OpenAI's ``TranscriptionDiarizedSegment``."""
+
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+    type: str = "transcript.text.segment"
+
+
+class DiarizedUsage(msgspec.Struct):
+    """``diarized_json``'s usage: the audio's duration (a number, as OpenAI's type has it)."""
+
+    seconds: float
+    type: str = "duration"
+
+
+class DiarizedAnswer(msgspec.Struct):
+    """``response_format=diarized_json``: OpenAI's ``TranscriptionDiarized``."""
+
+    task: str
+    duration: float
+    text: str
+    segments: list[DiarizedSegment]
+    usage: DiarizedUsage
 
 
 class TextDelta(msgspec.Struct, tag_field="type", tag="transcript.text.delta"):

@@ -1,1 +1,1 @@
-"""Speaker diarization on the API side: the submit options and (later) known voice prints."""
+"""Speaker diarization on the API side: the submit options and the known speakers."""

@@ -179,7 +179,7 @@ async def test_a_bad_key_is_401_in_openais_shape(
         (TRANSLATIONS, {"model": "tiny.en"}, 400, "validation_error", "model"),
         (
             TRANSCRIPTIONS,
-            {"response_format": "diarized_json"},
+            {"response_format": "mp3"},
             400,
             "validation_error",
             "response_format",

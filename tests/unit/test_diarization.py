@@ -8,7 +8,7 @@ import pytest
 from service.core.errors import ValidationFailed
 from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
 from service.jobs.formats import TranscriptFormat, render
-from service.speakers.options import parse_diarization
+from service.speakers.options import check_speaker_name, parse_diarization
 from workers.gpu.diarize.assign import assign_speakers, speaker_at
 from workers.gpu.diarize.turns import Turn
 
@@ -126,3 +126,31 @@ def test_diarization_options() -> None:
         parse_diarization(None, num_speakers=2)
     with pytest.raises(ValidationFailed):
         parse_diarization("maybe")
+
+
+def test_known_speakers_imply_diarization_and_are_checked() -> None:
+    # A list, a repeated field or commas: one ordered list without duplicates.
+    assert parse_diarization(None, known_speakers=["alice, bob", "alice"]) == {
+        "known_speakers": ["alice", "bob"]
+    }
+    assert parse_diarization("true", known_speakers="Zoë O'Neil") == {
+        "known_speakers": ["Zoë O'Neil"]
+    }
+    assert parse_diarization(None, known_speakers=[" ", ""]) is None
+    with pytest.raises(ValidationFailed, match="diarize=false"):
+        parse_diarization("false", known_speakers=["alice"])
+    with pytest.raises(ValidationFailed, match="at most"):
+        parse_diarization(True, known_speakers=[f"s{n}" for n in range(11)])
+
+
+@pytest.mark.parametrize(
+    "name", ["", " ", "x" * 65, "SPEAKER_1", "speaker_12", "a:b", "<v>", "_lead", "-x", "a/b"]
+)
+def test_a_bad_speaker_name_is_refused(name: str) -> None:
+    with pytest.raises(ValidationFailed):
+        check_speaker_name(name)
+
+
+@pytest.mark.parametrize("name", ["alice", "Dr. J. Smith", "SPEAKER_", "speaker one", "李雷", "7"])
+def test_a_good_speaker_name_is_kept(name: str) -> None:
+    assert check_speaker_name(f" {name} ") == name

@@ -113,7 +113,10 @@ def test_a_translation_needs_a_multilingual_model() -> None:
 @pytest.mark.parametrize(
     "fields,param",
     [
-        ({"response_format": "diarized_json"}, "response_format"),
+        ({"response_format": "mp3"}, "response_format"),
+        ({"response_format": "diarized_json", "stream": "true"}, "stream"),
+        ({"known_speaker_names[]": "SPEAKER_1"}, "known_speaker_names"),
+        ({"known_speaker_references[]": "data:audio/wav;base64,AAAA"}, "known_speaker_references"),
         ({"temperature": "-0.1"}, "temperature"),
         ({"temperature": "nan"}, "temperature"),
         ({"temperature": "warm"}, "temperature"),
@@ -129,6 +132,49 @@ def test_a_bad_field_is_named(fields: dict[str, str], param: str) -> None:
         _read(**fields)
     assert refused.value.param == param
     assert "initial_prompt" not in refused.value.detail
+
+
+def test_diarized_json_diarizes_the_job_with_the_named_speakers() -> None:
+    asked = _read(
+        response_format="diarized_json",
+        chunking_strategy="auto",
+        **{"known_speaker_names[]": ["agent", "customer"]},
+    )
+    assert asked.diarized_json and not asked.stream
+    assert asked.options.diarization == {"known_speakers": ["agent", "customer"]}
+    assert _read(response_format="diarized_json").options.diarization == {}
+    # Names alone diarize too; a plain request does not.
+    assert _read(**{"known_speaker_names[]": "agent"}).options.diarization is not None
+    assert _read().options.diarization is None
+
+
+def test_diarized_json_is_transcriptions_only() -> None:
+    with pytest.raises(InvalidParameter) as refused:
+        _read("translate", model="base", response_format="diarized_json")
+    assert refused.value.param == "response_format"
+
+
+def test_diarized_json_is_openais_transcription_diarized() -> None:
+    # Given a transcript with a known speaker between two anonymous ones
+    segments = [
+        msgspec.structs.replace(TRANSCRIPT.segments[0], id=0, speaker="SPEAKER_1"),
+        msgspec.structs.replace(TRANSCRIPT.segments[1], id=1, speaker="A"),
+        msgspec.structs.replace(TRANSCRIPT.segments[1], id=2, speaker="SPEAKER_2"),
+        msgspec.structs.replace(TRANSCRIPT.segments[1], id=3, speaker=None),
+    ]
+    transcript = msgspec.structs.replace(TRANSCRIPT, segments=segments)
+    # when it is answered as diarized_json
+    body, media_type = answer_body(transcript, _read(response_format="diarized_json"))
+    # then it parses as OpenAI's type: names kept, the others lettered past the names
+    from openai.types.audio import TranscriptionDiarized
+
+    parsed = TranscriptionDiarized.model_validate_json(body)
+    assert media_type == "application/json"
+    assert [s.speaker for s in parsed.segments] == ["B", "A", "C", "C"]
+    assert [s.id for s in parsed.segments] == ["seg_0", "seg_1", "seg_2", "seg_3"]
+    assert parsed.task == "transcribe" and parsed.text == TRANSCRIPT.text
+    assert parsed.usage is not None and parsed.usage.type == "duration"
+    assert {s.type for s in parsed.segments} == {"transcript.text.segment"}
 
 
 def test_an_unknown_model_is_openais_404() -> None:

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
-from service.core import transitions
+from service.core import speakers, transitions
 from service.core.events import schemas as events
 from service.core.transcript import Transcript
 from workers.gpu.runtime import GpuRuntime
 
-__all__ = ["diarization_models", "diarize_transcript"]
+__all__ = ["diarization_models", "diarize_transcript", "known_voice_prints"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ def diarize_transcript(
         maximum=options.get("max_speakers") or 10,
     )
     started = time.perf_counter()
-    turns = find_turns(models, audio, count, on_progress=progress)
+    known = known_voice_prints(runtime, models, options.get("speaker_ids") or ())
+    turns = find_turns(models, audio, count, known=known, on_progress=progress)
     labelled = assign_speakers(transcript, turns)
     if not claim.word_timestamps:
         # Words were decoded only to place speaker changes; the client didn't ask for them.
@@ -108,3 +111,30 @@ def diarize_transcript(
         )
     )
     return labelled
+
+
+def known_voice_prints(
+    runtime: GpuRuntime, models: Any, speaker_ids: Sequence[str]
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Name -> voice print of the job's known speakers that still exist.
+
+    A print not computed yet is computed here from the speaker's clip with the child's
+    encoder and stored for later jobs. A speaker deleted since the submit, or whose clip has
+    no speech, is left out (its voice gets a ``SPEAKER_<n>`` label) rather than failing the job.
+    """
+    from workers.gpu.decode import load_audio
+    from workers.gpu.diarize.turns import embed_voice
+
+    prints: dict[str, npt.NDArray[np.float32]] = {}
+    for speaker in runtime.write(speakers.known_speakers, list(speaker_ids)):
+        voice = speaker.voice_print
+        if voice is None:
+            try:
+                voice = embed_voice(models, load_audio(Path(speaker.clip_path)))
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.warning("speaker %r: no voice print from its clip: %s", speaker.name, exc)
+                continue
+            runtime.write(speakers.store_voice_print, speaker.id, voice)
+            log.info("speaker %r: voice print computed and stored", speaker.name)
+        prints[speaker.name] = np.asarray(voice, dtype=np.float32)
+    return prints

@@ -24,7 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -315,6 +315,25 @@ class IdempotencyKey(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
     )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class Speaker(Base):
+    """A known speaker of an owner: a short clip of their voice and, once a GPU child has
+    computed it (at the first diarized job that names the speaker), its voice print."""
+
+    __tablename__ = "speakers"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_speakers_owner_name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    clip_path: Mapped[str] = mapped_column(Text, nullable=False)
+    clip_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    # The L2-normalised speaker-encoder embedding of the clip; NULL until first computed.
+    voice_print: Mapped[list[float] | None] = mapped_column(ARRAY(REAL))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
