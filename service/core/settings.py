@@ -133,6 +133,8 @@ class Settings:
     # Fault-injection hooks for the chaos suite (tests/chaos); all off by default.
     # Seconds a GPU child waits (lease kept, cancellation checked each second) before Whisper.
     transcribe_delay_seconds: float = 0.0
+    # The same wait once diarization has begun (its progress at 0 %), before its models run.
+    diarize_delay_seconds: float = 0.0
     # A GPU child that claims a job whose filename contains this text SIGKILLs itself.
     fault_crash_marker: str = ""
     # Accept a visibility timeout shorter than the rule above (to provoke redeliveries).
@@ -301,7 +303,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("STENO_RETENTION_SWEEP_SECONDS must be positive")
     if settings.gpu_batch_size < 1 or settings.gpu_batch_flush_ms < 0:
         raise SettingsError("STENO_GPU_BATCH_SIZE must be >= 1, _FLUSH_MS not negative")
-    if settings.transcribe_delay_seconds < 0:
+    if settings.transcribe_delay_seconds < 0 or settings.diarize_delay_seconds < 0:
         raise SettingsError("STENO_TRANSCRIBE_DELAY_SECONDS must not be negative")
     shortest = settings.min_visibility_timeout
     if settings.visibility_timeout < shortest and not settings.fault_allow_short_visibility:

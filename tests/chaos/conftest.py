@@ -298,11 +298,14 @@ class Chaos:
 
         await self.wait_until(enough, timeout, f"{count} running job(s)")
 
-    async def running_child(self, ids: list[str]) -> tuple[str, int] | None:
-        """A running job and the pid of the GPU child that claimed it (from its log)."""
+    async def running_child(
+        self, ids: list[str], *, stage: str = "transcribing"
+    ) -> tuple[str, int] | None:
+        """A job running in ``stage`` and the pid of the GPU child that claimed it (from its
+        log)."""
         for job_id in ids:
             view = (await self.api.get(f"/v1/jobs/{job_id}")).json()
-            if view["status"] != "running" or view["progress"]["stage"] != "transcribing":
+            if view["status"] != "running" or view["progress"]["stage"] != stage:
                 continue
             pattern = rf"job {job_id}: claimed \(attempt {view['attempts']}\) on \S+ pid (\d+)"
             for process in self.processes:

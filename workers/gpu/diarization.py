@@ -20,6 +20,7 @@ import numpy.typing as npt
 from service.core import speakers, transitions
 from service.core.events import schemas as events
 from service.core.transcript import Transcript
+from workers.gpu import faults
 from workers.gpu.runtime import GpuRuntime
 
 __all__ = ["diarization_models", "diarize_transcript", "known_voice_prints"]
@@ -75,6 +76,9 @@ def diarize_transcript(
             report("diarizing", percent)
 
     progress(0.0)
+    faults.checkpoint(
+        runtime.settings, "before_diarizing", claim, check_claim=lambda: report("diarizing", 0.0)
+    )
     models = diarization_models(runtime.device)
     audio = load_audio(Path(str(claim.audio_path)))
     count = SpeakerCount(

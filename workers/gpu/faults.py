@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 # Where a job calls ``checkpoint``: ``claimed`` right after the claim, inside the kept lease and
 # before the model is loaded; ``before_whisper`` once progress 0 is reported, just before
-# Whisper runs.
-Point = Literal["claimed", "before_whisper"]
+# Whisper runs; ``before_diarizing`` once the ``diarizing`` stage is reported at 0 %.
+Point = Literal["claimed", "before_whisper", "before_diarizing"]
 
 
 def _claim_untouched() -> None:
@@ -48,6 +48,8 @@ def checkpoint(
         _crash_if_poisoned(settings, claim)
     elif point == "before_whisper":
         _slow_down(settings.transcribe_delay_seconds, check_claim)
+    elif point == "before_diarizing":
+        _slow_down(settings.diarize_delay_seconds, check_claim)
 
 
 def _crash_if_poisoned(settings: Settings, claim: transitions.Claim) -> None:
@@ -63,7 +65,8 @@ def _crash_if_poisoned(settings: Settings, claim: transitions.Claim) -> None:
 
 
 def _slow_down(seconds: float, check_claim: Callable[[], None]) -> None:
-    """``STENO_TRANSCRIBE_DELAY_SECONDS`` (0 by default): wait before Whisper.
+    """``STENO_TRANSCRIBE_DELAY_SECONDS`` / ``STENO_DIARIZE_DELAY_SECONDS`` (0 by default):
+    wait before Whisper, or before the diarization models run.
 
     Makes jobs last long enough for the chaos suite to kill workers mid-job. The wait checks
     the claim every second like Whisper's windows do, so cancellation behaves the same.
