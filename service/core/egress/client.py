@@ -79,8 +79,9 @@ class EgressClient:
     addresses in any spelling) and every new connection resolves its host once and connects
     to a checked address (``PinnedResolver`` on aiohttp, ``PinnedNetwork`` on httpcore:
     ``transport``). ``network`` is a test seam: an httpcore backend for the httpcore
-    transport, a ``SocketSource`` for aiohttp (``tests/egress.py`` is both). Proxies from the environment are never used (a
-    proxy would connect in our place, unchecked), and no cookie is kept between requests.
+    transport, a ``SocketSource`` for aiohttp (``tests/egress.py`` is both). Proxies from
+    the environment are never used (a proxy would connect in our place, unchecked), and no
+    cookie is kept between requests.
     """
 
     def __init__(
