@@ -239,12 +239,14 @@ class PinnedAiohttpTransport(AiohttpTransport):
         self.client = self._session  # made on first use: a session needs a running loop
 
     def _session(self) -> aiohttp.ClientSession:
+        # httpx's None (no expiry) has no aiohttp spelling: aiohttp's default (15 s) then.
+        expiry = self.limits.keepalive_expiry
         connector = aiohttp.TCPConnector(
             resolver=self._pinned_resolver,
             use_dns_cache=False,
             ssl=self.ssl_context,
-            limit=self.limits.max_connections or 0,
-            keepalive_timeout=self.limits.keepalive_expiry or 0,
+            limit=self.limits.max_connections or 0,  # 0: no limit, as httpx's None
+            keepalive_timeout=15.0 if expiry is None else expiry,
             socket_factory=self._socket_factory,
         )
         return aiohttp.ClientSession(
