@@ -23,6 +23,7 @@ import httpcore
 import httpx
 
 from service.core.egress import EgressClient, EgressPolicy
+from service.core.egress.client import Transport
 
 AUDIO = b"RIFF" + b"\0" * 60
 
@@ -42,17 +43,32 @@ def http_answer(
 
 
 class RecordingNetwork(httpcore.AsyncNetworkBackend):
-    """Records every TCP connection the egress attempts (address, port).
+    """Records every TCP connection the egress attempts (address, port), on either transport.
 
     Loopback addresses get a real connection (to a test server); any other address gets a
     canned answer from memory (``answers[address]``, by default 200 with a little audio), so
-    no packet leaves this machine.
+    no packet leaves this machine. For httpcore it is the network backend; for aiohttp it
+    makes each connection's socket (``socket_factory``), and a socket for any other address
+    is connected to a loopback server sending the canned answer instead (plain TCP only:
+    an https URL to a canned address can't complete its TLS handshake there).
     """
 
     def __init__(self, answers: Mapping[str, bytes] | None = None) -> None:
         self.attempts: list[tuple[str, int]] = []
         self._answers = dict(answers or {})
         self._real = httpcore.AnyIOBackend()
+        self._canned: dict[str, _CannedServer] = {}
+
+    def socket_factory(self, addr_info: Any) -> socket.socket:
+        """aiohttp's seam: a socket for a connection to ``addr_info``'s address."""
+        family, kind, proto, _, address = addr_info
+        host, port = str(address[0]), int(address[1])
+        self.attempts.append((host, port))
+        if ipaddress.ip_address(host).is_loopback:
+            return socket.socket(family, kind, proto)
+        if host not in self._canned:
+            self._canned[host] = _CannedServer(self._answers.get(host, http_answer()), family)
+        return _Diverted(family, kind, proto, target=self._canned[host].address)
 
     async def connect_tcp(
         self,
@@ -71,6 +87,58 @@ class RecordingNetwork(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+class _Diverted(socket.socket):
+    """A socket whose connect goes to ``target`` (a loopback stand-in), not the address asked."""
+
+    def __init__(self, *args: Any, target: tuple[str, int]) -> None:
+        super().__init__(*args)
+        self._target = target
+
+    def connect(self, address: Any) -> None:
+        super().connect(self._target)
+
+    def connect_ex(self, address: Any) -> int:
+        return super().connect_ex(self._target)
+
+
+class _CannedServer:
+    """A loopback server answering every request on a connection with ``answer`` (as
+    ``httpcore.AsyncMockStream`` does, a few times over)."""
+
+    def __init__(self, answer: bytes, family: int) -> None:
+        self._answer = answer
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        self._listener.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        self._listener.listen(16)
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer_all, args=(conn,), daemon=True).start()
+
+    def _answer_all(self, conn: socket.socket) -> None:
+        with conn:
+            pending = b""
+            for _ in range(3):
+                while b"\r\n\r\n" not in pending:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    pending += data
+                pending = pending.split(b"\r\n\r\n", 1)[1]
+                try:
+                    conn.sendall(self._answer)
+                except OSError:
+                    return
+                if b"connection: close" in self._answer.lower():
+                    return
 
 
 class StubResolver:
@@ -95,8 +163,10 @@ def egress(
     network: RecordingNetwork | None = None,
     deadline: float = 10.0,
     verify: ssl.SSLContext | bool = True,
+    transport: Transport = "aiohttp",
 ) -> EgressClient:
-    """An egress client allowing ``allow`` (CIDRs or names), on the given stubs."""
+    """An egress client allowing ``allow`` (CIDRs or names), on the given stubs and
+    ``transport``."""
     options: dict[str, Any] = {}
     if resolver is not None:
         options["resolver"] = resolver
@@ -107,6 +177,7 @@ def egress(
         user_agent="steno-test",
         network=network,
         verify=verify,
+        transport=transport,
         **options,
     )
 

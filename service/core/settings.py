@@ -53,6 +53,9 @@ class Settings:
     # CIDRs or host names every outbound request may reach although they are private,
     # loopback or link-local (tests, on-premises storage); see service.core.egress.
     egress_allow: tuple[str, ...] = ()
+    # The egress's HTTP transport under httpx's API: "aiohttp" (httpx-aiohttp on a pinned
+    # aiohttp connector, about 4x less CPU per request) or "httpcore" (httpx's own).
+    egress_transport: str = "aiohttp"
     db_pool_size: int = 20
     io_concurrency: int = 200
     gpu_concurrency: int = 1
@@ -292,6 +295,10 @@ def _validate(settings: Settings) -> None:
     if settings.openai_wait_seconds <= 0:
         raise SettingsError("STENO_OPENAI_WAIT_SECONDS must be positive")
     _validate_webhooks(settings)
+    if settings.egress_transport not in ("aiohttp", "httpcore"):
+        raise SettingsError(
+            f"STENO_EGRESS_TRANSPORT={settings.egress_transport!r}: use aiohttp or httpcore"
+        )
     for entry in settings.egress_allow:
         if not _egress_entry_ok(entry):
             raise SettingsError(

@@ -5,8 +5,12 @@ after 100 ms are enqueued first; then one worker process at concurrency C drains
 burst mode. Throughput is N over the span from the first job's start to the last job's end
 (from the jobs' own result records, so start-up and enqueueing are left out), compared with
 the ideal C / 0.1 s and with the same jobs run by arq 0.26 (in ``.venv-arq``, made here on
-first use, because arq pins redis < 6 and Steno uses redis 8). A sleep-only variant of the
-job (``asyncio.sleep(0.1)``, no HTTP) separates the layer's own cost from httpx's.
+first use, because arq pins redis < 6 and Steno uses redis 8), both with its default
+``poll_delay`` (0.5 s) and tuned (0.01 s). A sleep-only variant of the job
+(``asyncio.sleep(0.1)``, no HTTP) separates the layer's own cost from the HTTP client's.
+
+The ``http`` job uses httpx as a user would, on httpx-aiohttp's transport (``arq_jobs.py``),
+in both implementations; Steno's layer also runs it on httpx's own transport, for comparison.
 """
 
 from __future__ import annotations
@@ -30,12 +34,20 @@ from workers.arq import RedisSettings, create_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 ARQ_VENV = ROOT / ".venv-arq"
-ARQ_REQUIREMENTS = ("arq==0.26.3", "httpx>=0.28")
+ARQ_REQUIREMENTS = ("arq==0.26.3", "httpx>=0.28", "httpx-aiohttp==0.2.0")
 BENCH_REDIS_DB = 6
 DELAY_SECONDS = 0.1
 # (concurrency, jobs): a few seconds of ideal work each, so the whole bench stays in minutes.
 RUNS = ((10, 300), (50, 1000))
 RUN_TIMEOUT = float(os.environ.get("BENCH_RUN_TIMEOUT", "300"))
+TUNED_POLL_DELAY = 0.01
+# (name, implementation, HTTP transport, arq poll_delay): every variant of each (job, C).
+VARIANTS = (
+    ("steno", "steno", "aiohttp", None),
+    ("steno_httpx_transport", "steno", "httpx", None),
+    ("arq", "arq", "aiohttp", 0.5),
+    ("arq_tuned", "arq", "aiohttp", TUNED_POLL_DELAY),
+)
 
 
 def _arq_python() -> Path:
@@ -43,6 +55,8 @@ def _arq_python() -> Path:
     python = ARQ_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(ARQ_VENV)], check=True)
+    missing = subprocess.run([str(python), "-c", "import arq, httpx_aiohttp"], check=False)
+    if missing.returncode != 0:
         subprocess.run([str(python), "-m", "pip", "install", "-q", *ARQ_REQUIREMENTS], check=True)
     return python
 
@@ -94,17 +108,30 @@ def _run_worker(argv: list[str], env: dict[str, str], log: Path) -> None:
         raise RuntimeError(f"{argv} exited {process.returncode}; see {log}")
 
 
-def _measure(kind: str, concurrency: int, jobs: int, url: str, redis_url: str) -> dict[str, Any]:
+def _measure(
+    kind: str,
+    concurrency: int,
+    jobs: int,
+    url: str,
+    redis_url: str,
+    *,
+    transport: str,
+    poll_delay: float | None,
+) -> dict[str, Any]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     env = {
         **os.environ,
         "BENCH_REDIS": redis_url,
         "BENCH_CONCURRENCY": str(concurrency),
+        "BENCH_HTTP_TRANSPORT": transport,
         "PYTHONPATH": str(ROOT),
     }
+    if poll_delay is not None:
+        env["BENCH_POLL_DELAY"] = str(poll_delay)
     job = "sleep" if url == "sleep" else "http"
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-arq-{kind}-{job}-{concurrency}.log"
+    name = f"bench-arq-{kind}-{job}-{concurrency}-{transport}-{poll_delay}.log"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / name
     if kind == "steno":
         asyncio.run(_enqueue_steno(redis_url, jobs, url))
         argv = [sys.executable, "-m", "workers.arq", "tests.bench.arq_jobs.WorkerSettings"]
@@ -136,25 +163,35 @@ def run() -> dict[str, Any]:
             ideal = concurrency / DELAY_SECONDS
             for job, url in (("http", server_url), ("sleep", "sleep")):
                 started = time.perf_counter()
-                steno = _measure("steno", concurrency, jobs, url, redis_url)
-                arq = _measure("arq", concurrency, jobs, url, redis_url)
-                results.append(
-                    {
-                        "job": job,
-                        "concurrency": concurrency,
-                        "jobs": jobs,
-                        "ideal_jobs_per_second": ideal,
-                        "steno_arq_layer": steno,
-                        "arq_0_26": arq,
-                        "steno_vs_ideal": round(steno["jobs_per_second"] / ideal, 3),
-                        "arq_vs_ideal": round(arq["jobs_per_second"] / ideal, 3),
-                        "steno_vs_arq": round(steno["jobs_per_second"] / arq["jobs_per_second"], 3),
-                        "seconds": round(time.perf_counter() - started, 1),
-                    }
-                )
+                row: dict[str, Any] = {
+                    "job": job,
+                    "concurrency": concurrency,
+                    "jobs": jobs,
+                    "ideal_jobs_per_second": ideal,
+                }
+                for name, kind, transport, poll_delay in VARIANTS:
+                    if job == "sleep" and transport == "httpx":
+                        continue  # no HTTP in the sleep job
+                    row[name] = _measure(
+                        kind,
+                        concurrency,
+                        jobs,
+                        url,
+                        redis_url,
+                        transport=transport,
+                        poll_delay=poll_delay,
+                    )
+                rate = {n: row[n]["jobs_per_second"] for n, *_ in VARIANTS if n in row}
+                row["steno_vs_ideal"] = round(rate["steno"] / ideal, 3)
+                row["steno_vs_arq"] = round(rate["steno"] / rate["arq"], 3)
+                row["steno_vs_arq_tuned"] = round(rate["steno"] / rate["arq_tuned"], 3)
+                row["seconds"] = round(time.perf_counter() - started, 1)
+                results.append(row)
     return {
         "what": "N jobs, each awaiting one 100 ms HTTP response (job http) or a 100 ms "
-        "asyncio.sleep (job sleep), drained by one worker process at concurrency C",
+        "asyncio.sleep (job sleep), drained by one worker process at concurrency C; "
+        "HTTP through httpx on httpx-aiohttp's transport unless the variant says httpx",
+        "arq_tuned_poll_delay": TUNED_POLL_DELAY,
         "delay_seconds": DELAY_SECONDS,
         "runs": results,
     }

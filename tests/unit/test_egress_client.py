@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from service.core.egress import EgressClient, body_chunks
+from service.core.egress.client import Transport
 from service.core.errors import PayloadTooLarge, UrlForbidden, UrlUnreadable
 from service.core.settings import load_settings
 from tests.egress import (
@@ -38,12 +39,14 @@ def server() -> Iterator[LocalServer]:
     local.close()
 
 
-async def test_a_changed_dns_answer_never_reaches_the_second_address() -> None:
-    # given a name that answers a public address first and 127.0.0.1 afterwards (rebinding)
+@pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
+async def test_a_changed_dns_answer_never_reaches_the_second_address(transport: Transport) -> None:
+    # given a name that answers a public address first and 127.0.0.1 afterwards (rebinding),
+    # on either transport
     resolver = StubResolver({"rebind.example": [["93.184.216.34"], ["127.0.0.1"]]})
     close = http_answer(headers={"connection": "close"})
     network = RecordingNetwork({"93.184.216.34": close})
-    client = egress(network=network, resolver=resolver)
+    client = egress(network=network, resolver=resolver, transport=transport)
 
     # when it is fetched, and fetched again on a new connection
     async with client.stream("GET", "http://rebind.example/a.wav") as response:
@@ -60,11 +63,14 @@ async def test_a_changed_dns_answer_never_reaches_the_second_address() -> None:
     assert network.attempts == [("93.184.216.34", 80)]
 
 
-async def test_one_connection_resolves_once_and_connects_to_an_address_not_a_name() -> None:
-    # given a name with two public addresses
+@pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
+async def test_one_connection_resolves_once_and_connects_to_an_address_not_a_name(
+    transport: Transport,
+) -> None:
+    # given a name with two public addresses, on either transport
     resolver = StubResolver({"two.example": [["93.184.216.34", "93.184.216.35"]]})
     network = RecordingNetwork()
-    client = egress(network=network, resolver=resolver)
+    client = egress(network=network, resolver=resolver, transport=transport)
 
     # when two requests go to it over one kept-alive connection
     for _ in range(2):

@@ -76,6 +76,7 @@ def test_a_number_that_does_not_parse_is_a_settings_error(name: str, raw: str) -
         {"STENO_MAX_UPLOAD_BYTES": "0"},
         {"STENO_MAX_AUDIO_SECONDS": "-1"},
         {"STENO_MAX_ATTEMPTS": "0"},
+        {"STENO_EGRESS_TRANSPORT": "requests"},
     ],
 )
 def test_limits_out_of_range_are_settings_errors(environ: dict[str, str]) -> None:
