@@ -17,6 +17,7 @@ from pathlib import Path
 from tests.bench import (
     arq_concurrency,
     batching,
+    diarization,
     httpx_loop,
     inference,
     pipeline,
@@ -30,6 +31,7 @@ from tests.bench.summary import write_summary
 BENCHMARKS = {
     "inference": inference.run,
     "batching": batching.run,
+    "diarization": diarization.run,
     "pipeline": pipeline.run,
     "arq_concurrency": arq_concurrency.run,
     "httpx_loop": httpx_loop.run,
