@@ -67,12 +67,9 @@ async def job_events(
                 return
         if done:
             return  # the client already had the terminal event
-        queue = subscription.queue
         while True:
             # Whatever else is queued goes out in the same write: under load, fewer sends.
-            batch = [await queue.get()]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
+            batch = await subscription.frames()
             chunks = []
             terminal = beat = False
             for frame in batch:
@@ -97,7 +94,7 @@ async def job_events(
                     last = frame.position
                     if frame.terminal:
                         return
-            if subscription.overflowed and queue.empty():
+            if subscription.overflowed and not subscription.pending():
                 log.info("job %s: SSE client %s fell behind; closing its stream", job_id, client)
                 return
     finally:

@@ -54,9 +54,21 @@ class Subscription:
 
     ``job_running`` is what the ticker saw at the last beat: False when the job was finished
     or gone then (or its status could not be read), so the stream looks at it closer.
+
+    Frames wait in a plain list with one waiter rather than an ``asyncio.Queue``: the queue's
+    bookkeeping was about a sixth of the API's time when delivering 10,000 events a second.
     """
 
-    __slots__ = ("beat_every", "job_id", "job_running", "next_beat", "overflowed", "queue", "slot")
+    __slots__ = (
+        "_frames",
+        "_waiter",
+        "beat_every",
+        "job_id",
+        "job_running",
+        "next_beat",
+        "overflowed",
+        "slot",
+    )
 
     def __init__(
         self,
@@ -65,7 +77,8 @@ class Subscription:
         slot: tuple[uuid.UUID, str] | None = None,
     ) -> None:
         self.job_id = job_id
-        self.queue: asyncio.Queue[Frame] = asyncio.Queue(QUEUE_SIZE)
+        self._frames: list[Frame] = []
+        self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
         self.beat_every = beat_every
         self.slot = slot
@@ -75,11 +88,30 @@ class Subscription:
         self.next_beat = time.monotonic() + (beat_every or 0) * random.uniform(0.5, 1.0)
 
     def deliver(self, frame: Frame) -> None:
-        """Queue a frame; past ``QUEUE_SIZE`` the subscription is marked overflowed."""
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        """Queue a frame; past ``QUEUE_SIZE`` waiting the subscription is marked overflowed."""
+        if len(self._frames) >= QUEUE_SIZE:
             self.overflowed = True
+            return
+        self._frames.append(frame)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def frames(self) -> list[Frame]:
+        """Every frame queued since the last call, oldest first; waits for one when there
+        is none (cancelling the wait loses nothing)."""
+        while not self._frames:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        frames, self._frames = self._frames, []
+        return frames
+
+    def pending(self) -> bool:
+        """Whether frames are queued."""
+        return bool(self._frames)
 
 
 class EventHub:
