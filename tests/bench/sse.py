@@ -114,14 +114,17 @@ async def _client_main(
                 connected += 1
                 if connected == count:
                     all_connected.set()
-                kind = ""
-                async for raw in response.content:
-                    line = raw.rstrip(b"\r\n")
-                    if line.startswith(b"event: "):
-                        kind = line[7:].decode()
-                    elif line.startswith(b"data: ") and kind == "progress":
-                        latencies.append(time.time() - json.loads(line[6:])["at"])
-                        received += 1
+                # Whole chunks, split into messages here: a read per line (aiohttp's
+                # ``async for``) took the clients more CPU than the API used.
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    *messages, pending = (pending + chunk).split(b"\n\n")
+                    now = time.time()
+                    for message in messages:
+                        if b"\nevent: progress\ndata: " in message:
+                            data = message.partition(b"\ndata: ")[2]
+                            latencies.append(now - json.loads(data)["at"])
+                            received += 1
         except Exception as exc:
             failures += 1
             errors.append(repr(exc)[:200])
