@@ -24,6 +24,7 @@ from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
 from service.events.controllers import EventController
 from service.events.hub import EventHub
+from service.events.response import StenoLitestar
 from service.health.controllers import HealthController, WorkerCensus
 from service.http_errors import EXCEPTION_HANDLERS
 from service.jobs.controllers import JobController
@@ -76,19 +77,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.estimator = Estimator(
             app.state.census, fallback_concurrency=settings.gpu_concurrency
         )
+        app.state.stream_slots = StreamSlots(
+            redis,
+            limit=settings.sse_max_streams_per_key,
+            # The hub renews a stream's slot at every heartbeat; one whose process died frees it.
+            lease_seconds=3 * settings.sse_heartbeat_seconds + 10,
+        )
         # The hub's XREAD blocks, so it has a connection of its own.
         hub_redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
         app.state.hub = EventHub(
             hub_redis,
             send_timeout=settings.sse_send_timeout_seconds,
+            stream_slots=app.state.stream_slots,
+            read_pool=app.state.read_pool,
         )
         app.state.hub.start()
-        app.state.stream_slots = StreamSlots(
-            redis,
-            limit=settings.sse_max_streams_per_key,
-            # A stream renews its slot at every heartbeat; one whose process died frees it.
-            lease_seconds=3 * settings.sse_heartbeat_seconds + 10,
-        )
         try:
             yield
         finally:
@@ -106,7 +109,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
         return Provide(provide, sync_to_thread=False)
 
-    app = Litestar(
+    # StenoLitestar: event streams write their bodies past Litestar's send wrappers.
+    app = StenoLitestar(
         route_handlers=[
             # /v1/audio/*: OpenAI's API, behind the same keys, answering errors in its shape.
             openai_router(),

@@ -147,6 +147,7 @@ class WorkerProcess:
         log_dir: Path,
         *,
         argv: list[str] | None = None,
+        cwd: Path | None = None,
         **env: str,
     ) -> None:
         self.name = name
@@ -155,7 +156,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             argv or process_argv(name, settings),
             env=child_env(settings, **env),
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -93,6 +93,17 @@ class StreamSlots:
         """Extend the slot's lease (the stream is still being read)."""
         await self._redis.zadd(self._key(key_id), {slot: time.time() + self._lease}, xx=True)
 
+    async def renew_all(self, slots: list[tuple[uuid.UUID, str]]) -> None:
+        """``renew`` many slots (key id, slot) in one round trip."""
+        until = time.time() + self._lease
+        by_key: dict[str, dict[str, float]] = {}
+        for key_id, slot in slots:
+            by_key.setdefault(self._key(key_id), {})[slot] = until
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, members in by_key.items():
+                pipe.zadd(key, cast(Any, members), xx=True)
+            await pipe.execute()
+
     async def give_back(self, key_id: uuid.UUID, slot: str) -> None:
         """Free the slot when its stream ends."""
         await self._redis.zrem(self._key(key_id), slot)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
@@ -70,7 +69,6 @@ class EventController(Controller):
         hub: NamedDependency[EventHub],
         settings: NamedDependency[Settings],
         stream_slots: NamedDependency[StreamSlots],
-        read_pool: NamedDependency[asyncpg.Pool],
         last_event_id: FromQuery[str | None] = None,
     ) -> EventStream:
         """The job's event stream; 404 before it starts when the key owns no such job."""
@@ -89,8 +87,7 @@ class EventController(Controller):
             sessions=sessions,
             redis=redis,
             settings=settings,
-            on_heartbeat=lambda: stream_slots.renew(key_id, slot),
-            read_pool=read_pool,
+            slot=(key_id, slot),
         )
         open_streams = series().sse_streams
         open_streams.inc()

@@ -2,18 +2,18 @@
 
 Nothing is sent twice or skipped: the client subscribes to live entries first, then the
 history is replayed, and a live entry at or before the last position sent is dropped.
-A heartbeat comment goes out every ``sse_heartbeat_seconds``; each heartbeat also looks at
-the job row, so a job that finished (or was deleted) without its terminal event reaching
-Redis still ends the stream.
+A heartbeat comment goes out every ``sse_heartbeat_seconds``; at each heartbeat the hub has
+also renewed the stream's slot and looked at the job row (for every stream due at once), so
+a job that finished (or was deleted) without its terminal event reaching Redis still ends
+the stream.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 
-import asyncpg
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,15 +41,15 @@ async def job_events(
     sessions: async_sessionmaker[AsyncSession],
     redis: Redis,
     settings: Settings,
-    on_heartbeat: Callable[[], Awaitable[None]] | None = None,
-    read_pool: asyncpg.Pool | None = None,
+    slot: tuple[uuid.UUID, str] | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """SSE bytes of the job's events after ``after``, ending after the terminal event.
 
-    ``on_heartbeat`` runs at every heartbeat (the caller renews its stream slot there);
-    ``read_pool``, when given, makes each heartbeat's look at the job one plain query.
+    ``slot`` (key id, slot), when given, is the stream slot the hub renews at every heartbeat.
     """
-    subscription = await hub.subscribe(str(job_id), heartbeat=settings.sse_heartbeat_seconds)
+    subscription = await hub.subscribe(
+        str(job_id), heartbeat=settings.sse_heartbeat_seconds, slot=slot
+    )
     try:
         yield PREAMBLE
         last = after
@@ -67,12 +67,9 @@ async def job_events(
                 return
         if done:
             return  # the client already had the terminal event
-        queue = subscription.queue
         while True:
             # Whatever else is queued goes out in the same write: under load, fewer sends.
-            batch = [await queue.get()]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
+            batch = await subscription.frames()
             chunks = []
             terminal = beat = False
             for frame in batch:
@@ -90,16 +87,14 @@ async def job_events(
                 yield b"".join(chunks)
             if terminal:
                 return
-            if beat:
-                if on_heartbeat is not None:
-                    await on_heartbeat()
-                ending = await _ended(job_id, last, sessions=sessions, redis=redis, pool=read_pool)
+            if beat and not subscription.job_running:
+                ending = await _ended(job_id, last, sessions=sessions, redis=redis)
                 for frame in ending:
                     yield frame.sse
                     last = frame.position
                     if frame.terminal:
                         return
-            if subscription.overflowed and queue.empty():
+            if subscription.overflowed and not subscription.pending():
                 log.info("job %s: SSE client %s fell behind; closing its stream", job_id, client)
                 return
     finally:
@@ -112,14 +107,8 @@ async def _ended(
     *,
     sessions: async_sessionmaker[AsyncSession],
     redis: Redis,
-    pool: asyncpg.Pool | None,
 ) -> list[Frame]:
     """What a finished or deleted job still owes the client after ``last`` (else nothing)."""
-    if pool is not None:
-        # Nearly always the job is still running: one round trip says so.
-        status = await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id)
-        if status is not None and status not in FINAL:
-            return []
     async with sessions() as session:
         job = await session.get(Job, job_id)
         if job is None:

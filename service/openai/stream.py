@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.db.models import Job
 from service.core.events.schemas import Segment
+from service.core.events.stream import Frame
 from service.core.states import FINAL
 from service.events.hub import Subscription
 from service.openai.errors import ErrorBody
@@ -81,7 +83,7 @@ async def follow_job(
     ``subscription`` is the hub's feed of the job, taken before its task was published;
     the caller gives it back.
     """
-    queue = subscription.queue
+    backlog: deque[Frame] = deque()
     next_beat = time.monotonic() + heartbeat_seconds
     last_segment = -1
     while True:
@@ -89,19 +91,21 @@ async def follow_job(
         if now >= deadline:
             yield Expired()
             return
-        try:
-            async with asyncio.timeout(min(deadline, next_beat) - now):
-                frame = await queue.get()
-        except TimeoutError:
-            if time.monotonic() < next_beat:
-                continue  # the deadline: said at the top of the loop
-            next_beat += heartbeat_seconds
-            yield Heartbeat()
-            ended, job = await _final_row(sessions, job_id)
-            if ended:
-                yield Ended(job)
-                return
-            continue
+        if not backlog:
+            try:
+                async with asyncio.timeout(min(deadline, next_beat) - now):
+                    backlog.extend(await subscription.frames())
+            except TimeoutError:
+                if time.monotonic() < next_beat:
+                    continue  # the deadline: said at the top of the loop
+                next_beat += heartbeat_seconds
+                yield Heartbeat()
+                ended, job = await _final_row(sessions, job_id)
+                if ended:
+                    yield Ended(job)
+                    return
+                continue
+        frame = backlog.popleft()
         if frame.kind == "segment":
             segment = _segment.decode(frame.data)
             if segment.id > last_segment:

@@ -5,13 +5,18 @@ connects CLIENTS SSE clients (aiohttp, in CLIENT_PROCESSES processes of their ow
 evenly over the jobs), then publishes RATE progress events per second per job for SECONDS
 with the workers' own ``emit``, and finally each job's terminal event. Each event carries
 its publish time (``at``); clients record receive time minus that. Reports p50/p99/max
-latency, the share delivered, and the API process's memory (RSS, main + worker) before
-and while the clients are connected.
+latency, the share delivered, the CPU of the server and of the clients while publishing,
+and the server's memory (RSS, main + worker) before and while the clients are connected.
+
+The same round then runs against the bare fan-out reference (``tests/bench/sse_bare.py``),
+and, first, when ``BENCH_SSE_BEFORE`` names another checkout (e.g. ``git archive`` of an
+older commit), against that checkout's API: figures to compare side by side in one run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -24,15 +29,23 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 
-from service.cli.processes import migrate
+from service.cli.processes import migrate, process_argv, python_module
 from service.core import transitions
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.events import schemas as events
 from service.core.events.publish import emit
 from service.core.settings import Settings, load_settings
-from tests.conftest import descendants, free_port, make_key, recreate_database, start_api
+from tests.conftest import (
+    WorkerProcess,
+    descendants,
+    free_port,
+    make_key,
+    recreate_database,
+    start_api,
+)
 
 CLIENTS = 1000
 CLIENT_PROCESSES = 2
@@ -87,6 +100,7 @@ async def _client_main(
     received = 0
     connected = 0
     failures = 0
+    errors: list[str] = []
     all_connected = asyncio.Event()
 
     async def one(session: aiohttp.ClientSession, job_id: str) -> None:
@@ -95,20 +109,25 @@ async def _client_main(
             async with session.get(f"{base}/v1/jobs/{job_id}/events") as response:
                 if response.status != 200:
                     failures += 1
+                    errors.append(f"HTTP {response.status}: {(await response.text())[:200]}")
                     return
                 connected += 1
                 if connected == count:
                     all_connected.set()
-                kind = ""
-                async for raw in response.content:
-                    line = raw.rstrip(b"\r\n")
-                    if line.startswith(b"event: "):
-                        kind = line[7:].decode()
-                    elif line.startswith(b"data: ") and kind == "progress":
-                        latencies.append(time.time() - json.loads(line[6:])["at"])
-                        received += 1
-        except Exception:
+                # Whole chunks, split into messages here: a read per line (aiohttp's
+                # ``async for``) took the clients more CPU than the API used.
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    *messages, pending = (pending + chunk).split(b"\n\n")
+                    now = time.time()
+                    for message in messages:
+                        if b"\nevent: progress\ndata: " in message:
+                            data = message.partition(b"\ndata: ")[2]
+                            latencies.append(now - json.loads(data)["at"])
+                            received += 1
+        except Exception as exc:
             failures += 1
+            errors.append(repr(exc)[:200])
 
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
@@ -125,7 +144,14 @@ async def _client_main(
         await asyncio.wait(tasks, timeout=max(1.0, deadline - time.time()))
         for task in tasks:
             task.cancel()
-    out.put({"latencies": latencies, "received": received, "failures": failures})
+    out.put(
+        {
+            "latencies": latencies,
+            "received": received,
+            "failures": failures,
+            "errors": sorted(set(errors))[:5],
+        }
+    )
 
 
 def _client_process(
@@ -188,14 +214,118 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def _wait_until_serving(process: WorkerProcess, base: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{base}/healthz", timeout=2)
+            return
+        except httpx.TransportError:
+            pass
+        if process.process.poll() is not None or time.monotonic() > deadline:
+            process.stop()
+            raise RuntimeError(f"{process.name} did not start: {process.log()[-3000:]}")
+        time.sleep(0.2)
+
+
+def _start(target: str, settings: Settings, tmp: Path) -> tuple[WorkerProcess, str]:
+    """One server under test: ``api`` (this checkout), ``before`` (the API of the checkout
+    named by ``BENCH_SSE_BEFORE``) or ``bare`` (tests/bench/sse_bare.py)."""
+    if target == "api":
+        return start_api(settings, tmp)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    if target == "bare":
+        argv = python_module(
+            "granian", "--interface", "asgi", "tests.bench.sse_bare:app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        )  # fmt: skip
+        process = WorkerProcess("bare", settings, tmp, argv=argv)
+    else:
+        before = dataclasses.replace(settings, port=port)
+        checkout = Path(os.environ["BENCH_SSE_BEFORE"]).resolve()
+        argv = process_argv("api", before)
+        process = WorkerProcess("before", before, tmp, argv=argv, cwd=checkout)
+    _wait_until_serving(process, base)
+    return process, base
+
+
+def _measure(target: str, settings: Settings, tmp: Path) -> dict[str, Any]:
+    """One round: a fresh key and jobs, CLIENTS clients on ``target``, SECONDS of publishing."""
+    # A key of its own: the stream slots of the round before may not all have lapsed.
+    key = make_key(settings, f"bench-{uuid.uuid4().hex[:8]}", owner="tests")
+    job_ids = asyncio.run(_make_jobs(settings))
+    api, base = _start(target, settings, tmp)
+    try:
+        time.sleep(1.0)
+        rss_idle = _rss_bytes(api.pid)
+        context = multiprocessing.get_context("spawn")
+        out = context.Queue()
+        deadline = time.time() + 120 + SECONDS + 30
+        readies = []
+        clients = []
+        per_process = CLIENTS // CLIENT_PROCESSES
+        for _ in range(CLIENT_PROCESSES):
+            ready = context.Event()
+            process = context.Process(
+                target=_client_process,
+                args=(base, job_ids, per_process, ready, out, deadline, key),
+            )
+            process.start()
+            readies.append(ready)
+            clients.append(process)
+        for ready in readies:
+            ready.wait(150)
+        time.sleep(1.0)
+        rss_connected = _rss_bytes(api.pid)
+        cpu_before = _cpu_seconds(api.pid)
+        clients_cpu_before = sum(_cpu_seconds(process.pid) for process in clients)
+        published = asyncio.run(_publish(settings, job_ids))
+        api_cpu = _cpu_seconds(api.pid) - cpu_before
+        clients_cpu = sum(_cpu_seconds(process.pid) for process in clients) - clients_cpu_before
+        rss_after = _rss_bytes(api.pid)
+        results = [out.get(timeout=deadline - time.time() + 30) for _ in clients]
+        for process in clients:
+            process.join(30)
+    finally:
+        api.stop()
+    latencies = [value for result in results for value in result["latencies"]]
+    expected = published * (CLIENTS // JOBS)
+    figures = {
+        "events_published": published,
+        "events_delivered": len(latencies),
+        "delivered_share": round(len(latencies) / expected, 4) if expected else 0.0,
+        "client_failures": sum(result["failures"] for result in results),
+        "client_errors": sorted({error for result in results for error in result["errors"]})[:5],
+        "publish_to_receive_ms": _quantiles(latencies),
+        # CPU the server used per second of publishing (1.0 = one core saturated).
+        "server_cpu_share": round(api_cpu / SECONDS, 2),
+        # The same for the load generator's processes together (the clients).
+        "clients_cpu_share": round(clients_cpu / SECONDS, 2),
+        "server_rss_mib": {
+            "idle": round(rss_idle / 2**20, 1),
+            "clients_connected": round(rss_connected / 2**20, 1),
+            "after_publishing": round(rss_after / 2**20, 1),
+        },
+    }
+    print(f"{target}: {json.dumps(figures)}", flush=True)
+    return figures
+
+
 def run() -> dict[str, Any]:
-    """Run the SSE benchmark on a private API process; figures as a dict."""
+    """Run the SSE benchmark: the API, then the bare fan-out (and, with ``BENCH_SSE_BEFORE``
+    naming another checkout, that checkout's API), each measured once; figures as a dict."""
     _raise_fd_limit()
     base_settings = load_settings()
     host_db = base_settings.database_url.rsplit("/", 1)[0]
     redis_url = base_settings.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
     asyncio.run(recreate_database(f"{host_db}/{BENCH_DB}"))
     redis.Redis.from_url(redis_url).flushdb()
+    targets = ["api", "bare"]
+    if os.environ.get("BENCH_SSE_BEFORE"):
+        targets.insert(0, "before")
+    targets = os.environ.get("BENCH_SSE_TARGETS", ",".join(targets)).split(",")
+    rounds: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="steno-bench-sse-") as tmp:
         settings = load_settings(
             {},
@@ -208,57 +338,18 @@ def run() -> dict[str, Any]:
             sse_heartbeat_seconds=15.0,
         )
         migrate(settings)
-        key = make_key(settings, "bench", owner="tests")
-        job_ids = asyncio.run(_make_jobs(settings))
-        api, base = start_api(settings, Path(tmp))
-        try:
-            rss_idle = _rss_bytes(api.pid)
-            context = multiprocessing.get_context("spawn")
-            out = context.Queue()
-            deadline = time.time() + 120 + SECONDS + 30
-            readies = []
-            clients = []
-            per_process = CLIENTS // CLIENT_PROCESSES
-            for _ in range(CLIENT_PROCESSES):
-                ready = context.Event()
-                process = context.Process(
-                    target=_client_process,
-                    args=(base, job_ids, per_process, ready, out, deadline, key),
-                )
-                process.start()
-                readies.append(ready)
-                clients.append(process)
-            for ready in readies:
-                ready.wait(150)
-            time.sleep(1.0)
-            rss_connected = _rss_bytes(api.pid)
-            cpu_before = _cpu_seconds(api.pid)
-            published = asyncio.run(_publish(settings, job_ids))
-            api_cpu = _cpu_seconds(api.pid) - cpu_before
-            rss_after = _rss_bytes(api.pid)
-            results = [out.get(timeout=deadline - time.time() + 30) for _ in clients]
-            for process in clients:
-                process.join(30)
-        finally:
-            api.stop()
-    latencies = [value for result in results for value in result["latencies"]]
-    expected = published * (CLIENTS // JOBS)
+        for target in targets:
+            # A target named again (``BENCH_SSE_TARGETS=api,bare,api,bare``) is another round.
+            name = target if target not in rounds else f"{target}-{len(rounds)}"
+            rounds[name] = _measure(target, settings, Path(tmp))
+    api = rounds.get("api", {}).get("publish_to_receive_ms", {})
+    bare = rounds.get("bare", {}).get("publish_to_receive_ms", {})
     return {
         "clients": CLIENTS,
         "client_processes": CLIENT_PROCESSES,
         "jobs": JOBS,
         "events_per_second_per_job": RATE,
-        "events_published": published,
-        "events_delivered": len(latencies),
-        "delivered_share": round(len(latencies) / expected, 4) if expected else 0.0,
-        "client_failures": sum(result["failures"] for result in results),
-        "publish_to_receive_ms": _quantiles(latencies),
-        # CPU the API process used per second of publishing (1.0 = one core saturated).
-        "api_cpu_share": round(api_cpu / SECONDS, 2),
-        "api_rss_mib": {
-            "idle": round(rss_idle / 2**20, 1),
-            "clients_connected": round(rss_connected / 2**20, 1),
-            "after_publishing": round(rss_after / 2**20, 1),
-        },
-        "stack": "granian API (1 worker), Redis, aiohttp clients in their own processes",
+        **rounds,
+        "p99_api_to_bare": round(api["p99"] / bare["p99"], 2) if "p99" in api and bare else None,
+        "stack": "granian (1 worker) each, Redis, aiohttp clients in their own processes",
     }

@@ -53,6 +53,8 @@ def job_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "audio_url": job.get("audio_url"),
         "webhook_url": job.get("webhook_url"),
         "priority": job.get("priority") or "normal",
+        "diarize": job.get("diarization") is not None,
+        "known_speakers": (job.get("diarization") or {}).get("known_speakers") or None,
     }
 
 
