@@ -3,8 +3,9 @@
 ``st run`` goes through every phase (examples, coverage, fuzzing, and stateful, where a new
 job's links lead to its routes) with a fixed seed and a bounded number of examples, and runs
 the checks ``schemathesis.toml`` enables: no 5xx, no status the document does not list, and
-bodies, headers and content types as documented, among others. No workers run, so jobs stay
-queued; the submit-time URL check is off, so no request leaves the machine.
+bodies, headers and content types as documented, among others. No workers serve its
+database, so jobs stay queued; the submit-time URL check is off, so no request leaves the
+machine.
 
 The fuzzer presents an admin key, so ``/v1/keys`` is fuzzed too, except ``DELETE
 /v1/keys/{prefix}``: ``GET /v1/keys`` lists the fuzzer's own prefix, and revoking its own key
@@ -13,6 +14,8 @@ would turn the rest of the run into 401s. That operation's answers are checked b
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -28,8 +31,9 @@ import schemathesis
 from schemathesis.config import SchemathesisConfig
 
 from service.auth.keys import key_prefix
+from service.cli.processes import migrate
 from service.core.settings import Settings
-from tests.conftest import ROOT, bearer, make_key, start_api
+from tests.conftest import ROOT, bearer, make_key, recreate_database, start_api
 
 SEED = 20250601
 # About 40 s of fuzzing on two cores; README's command has no bound.
@@ -50,6 +54,7 @@ class FuzzTarget:
 
     base_url: str
     key: str
+    settings: Settings
 
     @property
     def schema_url(self) -> str:
@@ -59,12 +64,19 @@ class FuzzTarget:
 
 @pytest.fixture(scope="module")
 def target(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
-    """A real API process (granian) on the test database, with no workers and no URL check."""
+    """A real API process (granian) with no URL check, on a database of its own: the
+    session's relay and workers (running once an end-to-end module started them) serve the
+    test database, and would otherwise finish the fuzzed jobs before their routes are tried.
+    Their messages still reach the session's broker; a worker finds no such job and skips it.
+    """
+    fuzz = dataclasses.replace(settings, database_url=f"{settings.database_url}_fuzz")
+    asyncio.run(recreate_database(fuzz.database_url))
+    migrate(fuzz)
     process, base = start_api(
-        settings, tmp_path_factory.mktemp("openapi-api"), url_check_timeout_seconds=0
+        fuzz, tmp_path_factory.mktemp("openapi-api"), url_check_timeout_seconds=0
     )
     try:
-        yield FuzzTarget(base, make_key(settings, "schemathesis", admin=True))
+        yield FuzzTarget(base, make_key(fuzz, "schemathesis", admin=True), fuzz)
     finally:
         process.stop()
 
@@ -123,14 +135,12 @@ def test_the_api_answers_as_its_openapi_document_says(target: FuzzTarget, tmp_pa
     assert links is not None and int(links[1]) >= 5, output
 
 
-def test_revoking_a_key_answers_as_its_openapi_document_says(
-    target: FuzzTarget, settings: Settings
-) -> None:
+def test_revoking_a_key_answers_as_its_openapi_document_says(target: FuzzTarget) -> None:
     # Given the document, the fuzzer's admin key, a plain key, and a key to revoke
     schema = schemathesis.openapi.from_url(target.schema_url, config=SchemathesisConfig())
     revoke = schema["/v1/keys/{prefix}"]["DELETE"]
-    doomed = key_prefix(make_key(settings, "doomed"))
-    admin, plain = bearer(target.key), bearer(settings.api_key)
+    doomed = key_prefix(make_key(target.settings, "doomed"))
+    admin, plain = bearer(target.key), bearer(make_key(target.settings, "plain"))
 
     # when it is revoked, revoked again, then asked with a plain key and with none
     statuses = []
