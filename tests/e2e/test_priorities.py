@@ -135,5 +135,8 @@ async def test_one_owners_backlog_does_not_starve_another_owners_job(
         f" {waiting} of A's {len(backlog)} had not started (share {settings.fair_share_per_owner})"
     )
     await _cancel_rest(api, backlog, owner_keys["a"])
-    assert position <= settings.fair_share_per_owner + 3, order
+    # Ahead of it at most: A's share in the lane, and what the worker runs and holds reserved
+    # (a slot each: one child, or a batched worker's threads).
+    slots = max(1, settings.gpu_batch_size)
+    assert position <= settings.fair_share_per_owner + 2 * slots + 1, order
     assert waiting >= len(backlog) // 2
