@@ -170,13 +170,13 @@ class JobController(Controller):
             job_uuid: uuid.UUID | None = uuid.UUID(job_id)
         except ValueError:
             job_uuid = None  # still a 401 for a bad key, else a 404 as for any unknown id
-        principal, job = await queries.poll_job(read_pool, key, job_uuid)
+        _, job = await queries.poll_job(read_pool, key, job_uuid)
         view = JobView.from_row(job)
-        if job.status == JobStatus.queued:
-            # The ETA needs the queue ahead of it: the slower path, for queued jobs only.
-            async with sessions() as session:
-                row = await queries.get_job(session, job.id, owner=principal.owner)
-                view.progress.eta_seconds = await estimator.job_eta(session, row)
+        if job.status == JobStatus.queued and job.has_audio:
+            # The ETA needs the work ahead of it: one more query, for queued jobs only.
+            view.progress.eta_seconds = await estimator.queued_eta(
+                read_pool, job.id, job.created_at, job.audio_seconds
+            )
         return view
 
     @get(

@@ -55,10 +55,13 @@ class JobRecord(NamedTuple):
     priority: str
     diarize: bool
     known_speakers: list[str] | None
+    # Not shown: whether the audio is here (a queued job then waits on the GPU queue).
+    has_audio: bool
 
 
 # Columns of the view that are not plain columns of ``jobs``.
 _DERIVED = {
+    "has_audio": "j.audio_path IS NOT NULL",
     # A job without diarization may hold JSON null rather than SQL NULL (the ORM's default).
     "diarize": "COALESCE(jsonb_typeof(j.diarization) = 'object', false)",
     "known_speakers": "CASE WHEN j.diarization ? 'known_speakers' THEN ARRAY("

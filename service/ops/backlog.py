@@ -11,9 +11,12 @@ audio submitted before it, plus what the running jobs still have to decode.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import and_, case, func, or_, select, tuple_
+import asyncpg
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.db.models import Job
@@ -90,27 +93,24 @@ async def realtime_factor(session: AsyncSession, *, recent: int = RECENT_JOBS) -
     return None if median is None else float(median)
 
 
-async def _ahead_of(session: AsyncSession, job: Job) -> Backlog:
-    """The GPU work ahead of ``job``: audio queued before it, and what running jobs have left."""
-    before = and_(
-        Job.status == JobStatus.queued,
-        Job.audio_path.is_not(None),
-        tuple_(Job.created_at, Job.id) < tuple_(job.created_at, job.id),
-    )
-    left = Job.audio_seconds * (100.0 - Job.progress_percent) / 100.0
-    row = (
-        await session.execute(
-            select(
-                func.coalesce(func.sum(Job.audio_seconds).filter(before), 0.0),
-                func.coalesce(func.sum(left).filter(Job.status == JobStatus.running), 0.0),
-            ).where(Job.status.in_((JobStatus.queued, JobStatus.running)))
-        )
-    ).one()
-    return Backlog(
-        QueueName.GPU.value,
-        audio_seconds_waiting=float(row[0] or 0.0),
-        audio_seconds_running_left=float(row[1] or 0.0),
-    )
+# The GPU work ahead of a queued job (audio queued before it, and what running jobs have left)
+# and ``realtime_factor``, as one plain query for the poll route's read pool: $1, $2 the job's
+# (created_at, id); $3 how many recent jobs the factor is over; $4 false skips the factor
+# (NULL) while the cached one is fresh.
+_AHEAD_AND_FACTOR = """
+SELECT
+  (SELECT coalesce(sum(audio_seconds) FILTER (
+       WHERE status = 'queued' AND audio_path IS NOT NULL AND (created_at, id) < ($1, $2)), 0)
+   + coalesce(sum(audio_seconds * (100.0 - progress_percent) / 100.0) FILTER (
+       WHERE status = 'running'), 0)
+   FROM jobs WHERE status IN ('queued', 'running')),
+  CASE WHEN $4 THEN (
+   SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY f) FROM (
+     SELECT extract(epoch FROM finished_at - started_at) / audio_seconds AS f FROM jobs
+     WHERE status = 'completed' AND audio_seconds > 0
+       AND started_at IS NOT NULL AND finished_at IS NOT NULL
+     ORDER BY finished_at DESC LIMIT $3) recent) END
+"""
 
 
 class Estimator:
@@ -130,6 +130,29 @@ class Estimator:
             self._factor = (now, await realtime_factor(session))
         return self._factor[1]
 
+    async def queued_eta(
+        self,
+        pool: asyncpg.Pool,
+        job_id: uuid.UUID,
+        created_at: datetime,
+        audio_seconds: float | None,
+    ) -> float | None:
+        """Seconds until a queued job with audio completes: the work ahead of it shared by the
+        GPU pool, then its own (None with no measured rate). One query on ``pool``."""
+        now = time.monotonic()
+        stale = self._factor is None or now - self._factor[0] >= self._ttl
+        row = await pool.fetchrow(_AHEAD_AND_FACTOR, created_at, job_id, RECENT_JOBS, stale)
+        if row is None:  # an aggregate always answers one row; this keeps the types honest
+            return None
+        if stale:
+            self._factor = (now, None if row[1] is None else float(row[1]))
+        factor = self._factor[1] if self._factor else None
+        if factor is None:
+            return None
+        ahead = Backlog(QueueName.GPU.value, audio_seconds_waiting=float(row[0] or 0.0))
+        wait = self.wait(ahead, factor, self.gpu_slots()) or 0.0
+        return round(wait + factor * (audio_seconds or 0.0), 1)
+
     def gpu_slots(self) -> int:
         """GPU children serving the queue, as last counted (never waits on the broker)."""
         census = self._census.peek()
@@ -143,14 +166,3 @@ class Estimator:
             return None
         work = backlog.audio_seconds_waiting + backlog.audio_seconds_running_left
         return round(factor * work / slots, 1)
-
-    async def job_eta(self, session: AsyncSession, job: Job) -> float | None:
-        """Seconds until a queued job with audio completes: the work ahead of it shared by
-        the GPU pool, then its own (None for a job still without audio, or with no rate)."""
-        if job.status != JobStatus.queued or job.audio_path is None:
-            return None
-        factor = await self.factor(session)
-        if factor is None:
-            return None
-        wait = self.wait(await _ahead_of(session, job), factor, self.gpu_slots()) or 0.0
-        return round(wait + factor * (job.audio_seconds or 0.0), 1)
