@@ -41,7 +41,7 @@ fmt: setup
     {{venv}}/bin/ruff format service workers tests migrations
     {{venv}}/bin/ruff check --fix service workers tests migrations
 
-# Benchmarks (figures in bench-results/); not part of `just test`. Only some: `just bench sse arq_concurrency`
+# Benchmarks (figures in bench-results/, the goals table in bench-results/summary.md); not part of `just test`. Only some: `just bench poll diarization`
 bench *NAMES: setup
     {{python}} -m tests.bench {{NAMES}}
 
@@ -57,7 +57,7 @@ worker-io: setup
 arq SETTINGS *ARGS: setup
     {{python}} -m workers.arq {{SETTINGS}} {{ARGS}}
 
-# The GPU worker pool alone (prefork, queue gpu)
+# The GPU worker pool alone (prefork; batched threads under respawn when STENO_GPU_BATCH_SIZE > 1)
 worker-gpu: setup
     {{steno}} worker gpu
 
