@@ -69,48 +69,30 @@ async def backlogs(session: AsyncSession) -> dict[str, Backlog]:
     return found
 
 
-async def realtime_factor(session: AsyncSession, *, recent: int = RECENT_JOBS) -> float | None:
-    """The median processing seconds per audio second of recently completed jobs (None: none)."""
-    latest = (
-        select(
-            (func.extract("epoch", Job.finished_at - Job.started_at) / Job.audio_seconds).label(
-                "factor"
-            )
-        )
-        .where(
-            Job.status == JobStatus.completed,
-            Job.audio_seconds > 0,
-            Job.started_at.is_not(None),
-            Job.finished_at.is_not(None),
-        )
-        .order_by(Job.finished_at.desc())
-        .limit(recent)
-        .subquery()
-    )
-    median = await session.scalar(
-        select(func.percentile_cont(0.5).within_group(latest.c.factor.asc()))
-    )
-    return None if median is None else float(median)
-
-
-# The GPU work ahead of a queued job (audio queued before it, and what running jobs have left)
-# and ``realtime_factor``, as one plain query for the poll route's read pool: $1, $2 the job's
-# (created_at, id); $3 how many recent jobs the factor is over; $4 false skips the factor
-# (NULL) while the cached one is fresh.
-_AHEAD_AND_FACTOR = """
-SELECT
-  (SELECT coalesce(sum(audio_seconds) FILTER (
-       WHERE status = 'queued' AND audio_path IS NOT NULL AND (created_at, id) < ($1, $2)), 0)
-   + coalesce(sum(audio_seconds * (100.0 - progress_percent) / 100.0) FILTER (
-       WHERE status = 'running'), 0)
-   FROM jobs WHERE status IN ('queued', 'running')),
-  CASE WHEN $4 THEN (
-   SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY f) FROM (
-     SELECT extract(epoch FROM finished_at - started_at) / audio_seconds AS f FROM jobs
-     WHERE status = 'completed' AND audio_seconds > 0
-       AND started_at IS NOT NULL AND finished_at IS NOT NULL
-     ORDER BY finished_at DESC LIMIT $3) recent) END
+# The median processing seconds per audio second of the $1 most recently completed jobs.
+_REALTIME_FACTOR = """
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY f) FROM (
+  SELECT extract(epoch FROM finished_at - started_at) / audio_seconds AS f FROM jobs
+  WHERE status = 'completed' AND audio_seconds > 0
+    AND started_at IS NOT NULL AND finished_at IS NOT NULL
+  ORDER BY finished_at DESC LIMIT $1) recent
 """
+
+# The GPU work ahead of a queued job ($1, $2: its created_at and id): the audio queued before
+# it, and what the running jobs have left to decode.
+_AHEAD = """
+SELECT coalesce(sum(audio_seconds) FILTER (
+         WHERE status = 'queued' AND audio_path IS NOT NULL AND (created_at, id) < ($1, $2)), 0)
+     + coalesce(sum(audio_seconds * (100.0 - progress_percent) / 100.0) FILTER (
+         WHERE status = 'running'), 0)
+FROM jobs WHERE status IN ('queued', 'running')
+"""
+
+
+async def realtime_factor(pool: asyncpg.Pool, *, recent: int = RECENT_JOBS) -> float | None:
+    """The median processing seconds per audio second of recently completed jobs (None: none)."""
+    median = await pool.fetchval(_REALTIME_FACTOR, recent)
+    return None if median is None else float(median)
 
 
 class Estimator:
@@ -123,11 +105,11 @@ class Estimator:
         self._ttl = ttl
         self._factor: tuple[float, float | None] | None = None
 
-    async def factor(self, session: AsyncSession) -> float | None:
+    async def factor(self, pool: asyncpg.Pool) -> float | None:
         """The real-time factor, measured at most every ``ttl`` seconds."""
         now = time.monotonic()
         if self._factor is None or now - self._factor[0] >= self._ttl:
-            self._factor = (now, await realtime_factor(session))
+            self._factor = (now, await realtime_factor(pool))
         return self._factor[1]
 
     async def queued_eta(
@@ -138,18 +120,14 @@ class Estimator:
         audio_seconds: float | None,
     ) -> float | None:
         """Seconds until a queued job with audio completes: the work ahead of it shared by the
-        GPU pool, then its own (None with no measured rate). One query on ``pool``."""
-        now = time.monotonic()
-        stale = self._factor is None or now - self._factor[0] >= self._ttl
-        row = await pool.fetchrow(_AHEAD_AND_FACTOR, created_at, job_id, RECENT_JOBS, stale)
-        if row is None:  # an aggregate always answers one row; this keeps the types honest
-            return None
-        if stale:
-            self._factor = (now, None if row[1] is None else float(row[1]))
-        factor = self._factor[1] if self._factor else None
+        GPU pool, then its own (None with no measured rate)."""
+        factor = await self.factor(pool)
         if factor is None:
             return None
-        ahead = Backlog(QueueName.GPU.value, audio_seconds_waiting=float(row[0] or 0.0))
+        ahead = Backlog(
+            QueueName.GPU.value,
+            audio_seconds_waiting=float(await pool.fetchval(_AHEAD, created_at, job_id) or 0.0),
+        )
         wait = self.wait(ahead, factor, self.gpu_slots()) or 0.0
         return round(wait + factor * (audio_seconds or 0.0), 1)
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 
+import asyncpg
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
@@ -142,11 +143,12 @@ class OpsController(Controller):
         settings: NamedDependency[Settings],
         census: NamedDependency[WorkerCensus],
         estimator: NamedDependency[Estimator],
+        read_pool: NamedDependency[asyncpg.Pool],
     ) -> QueuesView:
         """Each queue's backlog, its workers and the estimated wait of a job joining it."""
         async with sessions() as session:
             found = await backlogs(session)
-            factor = await estimator.factor(session)
+        factor = await estimator.factor(read_pool)
         pools, messages = await asyncio.gather(census.snapshot(), _broker_messages(settings))
         views = []
         for queue in QueueName:
