@@ -9,7 +9,6 @@ and stores it for the next (``service.core.speakers``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -112,8 +111,7 @@ async def enroll_speaker(
         return speaker
     finally:
         if not stored:
-            with contextlib.suppress(FileNotFoundError):
-                Path(path).unlink()
+            path.unlink(missing_ok=True)
 
 
 async def list_speakers(session: AsyncSession, *, owner: str) -> list[Speaker]:
@@ -147,12 +145,7 @@ async def delete_speaker(
         )
     if clip is None:
         raise SpeakerNotFound(f"no speaker named {name!r}")
-    await asyncio.to_thread(_remove, Path(clip))
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    await asyncio.to_thread(Path(clip).unlink, missing_ok=True)
 
 
 async def resolve_known(
