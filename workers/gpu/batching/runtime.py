@@ -60,12 +60,11 @@ async def _lost_an_attempt(session: AsyncSession, job_id: uuid.UUID) -> bool:
     is queued again, or still running under a lease that ran out (its worker died)."""
     row = (
         await session.execute(
-            select(Job.attempts, Job.status, Job.lease_expires_at < func.now()).where(
-                Job.id == job_id
-            )
+            select(
+                Job.attempts, Job.status, (Job.lease_expires_at < func.now()).label("lapsed")
+            ).where(Job.id == job_id)
         )
     ).first()
     if row is None or row.attempts == 0:
         return False
-    lapsed = bool(row[2])
-    return row.status == JobStatus.queued or (row.status == JobStatus.running and lapsed)
+    return row.status == JobStatus.queued or (row.status == JobStatus.running and bool(row.lapsed))
