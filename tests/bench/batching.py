@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from service.cli.processes import migrate
 from service.core.settings import Settings, load_settings
 from tests.audio import SENTENCES, speak, word_error_rate
-from tests.bench.pipeline import _free_port
-from tests.conftest import WorkerProcess, bearer, make_key, recreate_database, wait_for_queues
+from tests.bench.stack import private_settings
+from tests.conftest import WorkerProcess, bearer, make_key, wait_for_queues
 from workers.gpu.whisper import choose_device, load_model, transcribe
 
 CLIPS = 20
@@ -141,26 +139,17 @@ async def _drive(base: str, clips: list[Path], texts: list[str], key: str) -> di
         return _row(wall, texts, outputs)
 
 
-def _stack(base: Settings, tmp: Path, clips: list[Path], texts: list[str], batch: int) -> Any:
-    host_db = base.database_url.rsplit("/", 1)[0]
-    redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
-    asyncio.run(recreate_database(f"{host_db}/{BENCH_DB}"))
-    redis.Redis.from_url(redis_url).flushdb()
+def _stack(tmp: Path, clips: list[Path], texts: list[str], batch: int) -> Any:
     data = tmp / f"stack-{batch}"
-    settings = load_settings(
-        {},
-        database_url=f"{host_db}/{BENCH_DB}",
-        redis_url=redis_url,
-        data_dir=data,
-        model_dir=base.models_dir.resolve(),
-        port=_free_port(),
-        log_level="WARNING",
+    settings = private_settings(
+        BENCH_DB,
+        BENCH_REDIS_DB,
+        data,
         submits_per_minute=0,
         whisper_device="cpu",
         gpu_batch_size=batch,
         gpu_batch_flush_ms=FLUSH_MS,
     )
-    migrate(settings)
     key = make_key(settings, "bench")
     data.mkdir(parents=True, exist_ok=True)
     processes = [
@@ -190,8 +179,8 @@ def run() -> dict[str, Any]:
         figures.update(_in_process(base, clips, texts))
         figures["faster_whisper_int8"] = _faster_whisper(clips, texts)
         if os.environ.get("STENO_BENCH_STACK", "1") != "0":
-            figures["stack_batching_off"] = _stack(base, Path(tmp), clips, texts, 1)
-            figures["stack_batching_on"] = _stack(base, Path(tmp), clips, texts, BATCH)
+            figures["stack_batching_off"] = _stack(Path(tmp), clips, texts, 1)
+            figures["stack_batching_on"] = _stack(Path(tmp), clips, texts, BATCH)
     reference = figures["warm_sequential"]["wall_seconds"]
     for row in figures.values():
         if isinstance(row, dict) and "wall_seconds" in row:

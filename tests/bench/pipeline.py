@@ -8,7 +8,6 @@ and reports submit latency, time to completion and throughput (audio seconds per
 from __future__ import annotations
 
 import asyncio
-import socket
 import statistics
 import tempfile
 import time
@@ -16,22 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from service.cli.processes import migrate
-from service.core.settings import load_settings
 from tests.audio import SENTENCES, speak
-from tests.conftest import WorkerProcess, bearer, make_key, recreate_database, wait_for_queues
+from tests.bench.stack import private_settings
+from tests.conftest import WorkerProcess, bearer, make_key, wait_for_queues
 
 JOBS = 20
 BENCH_DB = "steno_bench"
 BENCH_REDIS_DB = 7
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:
@@ -90,23 +81,8 @@ async def _drive(base: str, clip: bytes, key: str) -> dict[str, Any]:
 
 def run() -> dict[str, Any]:
     """Run the pipeline benchmark on a private stack; figures as a dict."""
-    base = load_settings()
-    host_db = base.database_url.rsplit("/", 1)[0]
-    redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
-    asyncio.run(recreate_database(f"{host_db}/{BENCH_DB}"))
-    redis.Redis.from_url(redis_url).flushdb()
     with tempfile.TemporaryDirectory(prefix="steno-bench-") as tmp:
-        settings = load_settings(
-            {},
-            database_url=f"{host_db}/{BENCH_DB}",
-            redis_url=redis_url,
-            data_dir=Path(tmp),
-            model_dir=base.models_dir.resolve(),
-            port=_free_port(),
-            log_level="WARNING",
-            submits_per_minute=0,
-        )
-        migrate(settings)
+        settings = private_settings(BENCH_DB, BENCH_REDIS_DB, Path(tmp), submits_per_minute=0)
         key = make_key(settings, "bench")
         clip = speak(" ".join(SENTENCES[:3]), Path(tmp) / "clip.wav").read_bytes()
         processes = [

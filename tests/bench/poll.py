@@ -20,13 +20,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from service.cli.processes import migrate, python_module
+from service.cli.processes import python_module
 from service.core import transitions
 from service.core.db.engine import make_engine, make_sessionmaker
-from service.core.settings import Settings, load_settings
-from tests.conftest import WorkerProcess, free_port, make_key, recreate_database, start_api
+from service.core.settings import Settings
+from tests.bench.stack import private_settings
+from tests.conftest import WorkerProcess, free_port, make_key, start_api
 
 CONCURRENCY = 32
 SECONDS = 10.0
@@ -124,21 +123,8 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 def run() -> dict[str, Any]:
     """Run the polling benchmark; figures as a dict."""
-    base_settings = load_settings()
-    host_db = base_settings.database_url.rsplit("/", 1)[0]
-    redis_url = base_settings.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
-    asyncio.run(recreate_database(f"{host_db}/{BENCH_DB}"))
-    redis.Redis.from_url(redis_url).flushdb()
     with tempfile.TemporaryDirectory(prefix="steno-bench-poll-") as tmp:
-        settings = load_settings(
-            {},
-            database_url=f"{host_db}/{BENCH_DB}",
-            redis_url=redis_url,
-            data_dir=Path(tmp),
-            port=free_port(),
-            log_level="WARNING",
-        )
-        migrate(settings)
+        settings = private_settings(BENCH_DB, BENCH_REDIS_DB, Path(tmp))
         key = make_key(settings, "bench", owner="bench")
         job_id = asyncio.run(_make_job(settings, "bench"))
         api, api_base = start_api(settings, Path(tmp))

@@ -30,20 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from service.cli.processes import migrate, process_argv, python_module
+from service.cli.processes import process_argv, python_module
 from service.core import transitions
 from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.events import schemas as events
 from service.core.events.publish import emit
-from service.core.settings import Settings, load_settings
+from service.core.settings import Settings
+from tests.bench.stack import private_settings
 from tests.conftest import (
     WorkerProcess,
     descendants,
     free_port,
     make_key,
-    recreate_database,
     start_api,
 )
 
@@ -316,28 +315,19 @@ def run() -> dict[str, Any]:
     """Run the SSE benchmark: the API, then the bare fan-out (and, with ``BENCH_SSE_BEFORE``
     naming another checkout, that checkout's API), each measured once; figures as a dict."""
     _raise_fd_limit()
-    base_settings = load_settings()
-    host_db = base_settings.database_url.rsplit("/", 1)[0]
-    redis_url = base_settings.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
-    asyncio.run(recreate_database(f"{host_db}/{BENCH_DB}"))
-    redis.Redis.from_url(redis_url).flushdb()
     targets = ["api", "bare"]
     if os.environ.get("BENCH_SSE_BEFORE"):
         targets.insert(0, "before")
     targets = os.environ.get("BENCH_SSE_TARGETS", ",".join(targets)).split(",")
     rounds: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="steno-bench-sse-") as tmp:
-        settings = load_settings(
-            {},
-            database_url=f"{host_db}/{BENCH_DB}",
-            redis_url=redis_url,
-            data_dir=Path(tmp),
-            port=free_port(),
-            log_level="WARNING",
+        settings = private_settings(
+            BENCH_DB,
+            BENCH_REDIS_DB,
+            Path(tmp),
             sse_max_streams_per_key=CLIENTS + 100,
             sse_heartbeat_seconds=15.0,
         )
-        migrate(settings)
         for target in targets:
             # A target named again (``BENCH_SSE_TARGETS=api,bare,api,bare``) is another round.
             name = target if target not in rounds else f"{target}-{len(rounds)}"

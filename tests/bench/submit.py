@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from service.cli.processes import migrate
-from service.core.settings import load_settings
 from tests.audio import SENTENCES, speak
-from tests.conftest import bearer, free_port, make_key, recreate_database, start_api
+from tests.bench.stack import private_settings
+from tests.conftest import bearer, make_key, start_api
 
 BURST = 20
 ROUNDS = 5
@@ -60,23 +58,9 @@ def _quantiles(values: list[float]) -> dict[str, float]:
 
 def run() -> dict[str, Any]:
     """Run the submit benchmark on a private API process; figures as a dict."""
-    base_settings = load_settings()
-    host_db = base_settings.database_url.rsplit("/", 1)[0]
-    redis_url = base_settings.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
-    asyncio.run(recreate_database(f"{host_db}/{BENCH_DB}"))
-    redis.Redis.from_url(redis_url).flushdb()
     figures: dict[str, Any] = {"burst": BURST, "rounds": ROUNDS}
     with tempfile.TemporaryDirectory(prefix="steno-bench-submit-") as tmp:
-        settings = load_settings(
-            {},
-            database_url=f"{host_db}/{BENCH_DB}",
-            redis_url=redis_url,
-            data_dir=Path(tmp),
-            port=free_port(),
-            log_level="WARNING",
-            submits_per_minute=10_000,
-        )
-        migrate(settings)
+        settings = private_settings(BENCH_DB, BENCH_REDIS_DB, Path(tmp), submits_per_minute=10_000)
         key = make_key(settings, "bench", owner="bench")
         clips = {fmt: speak(" ".join(SENTENCES[:2]), Path(tmp) / f"clip.{fmt}") for fmt in FORMATS}
         with wave.open(str(clips["wav"])) as audio:
