@@ -30,6 +30,7 @@ import redis
 from service.cli.infra import find_binary
 from service.core.broker import CeleryPublisher
 from service.core.delivery import celery_app
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = int(os.environ.get("BENCH_EVENTS_TASKS", "2000"))
@@ -42,18 +43,12 @@ QUEUE = "bench_events"
 DONE_KEY = "bench:events:done"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _redis_server() -> Iterator[str]:
     binary = find_binary("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is needed (deploy/bootstrap.sh installs it)")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         cwd=tempfile.gettempdir(),
@@ -109,7 +104,7 @@ def _measure(broker: str, pool: str, concurrency: int, mode: str) -> dict[str, f
     events = mode != "off"
     flower = None
     if mode == "on+flower":
-        port = _free_port()
+        port = free_port()
         flower = _celery(broker, events, "flower", "--address=127.0.0.1", f"--port={port}")
         _wait(lambda: _listening(port), "Flower to listen")
     producer = celery_app(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,9 @@ import pytest
 
 from service.core.settings import Settings
 from tests.audio import word_error_rate
-from tests.conftest import ROOT, child_env, descendants
+from tests.conftest import ROOT, child_env, descendants, free_port
 
 SAMPLE_TEXT = (ROOT / "service" / "samples" / "steno-sample.txt").read_text().strip()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -70,7 +63,7 @@ def test_dev_runs_the_stack_and_sigterm_stops_every_process(
     settings: Settings, tmp_path: Path
 ) -> None:
     # Given `steno dev` on a free port
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "dev.log").open("w")
     dev = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "dev"],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,16 +24,10 @@ from service.cli.infra import (
     redis_problem,
     resolve_services,
 )
+from tests.conftest import free_port
 
 MACHINE_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 MACHINE_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(database_url: str, redis_url: str) -> tuple[bool, bool]:
@@ -77,8 +70,8 @@ def test_machine_services_are_used_unchanged(tmp_path: Path, lines: list[str]) -
 def test_unreachable_services_are_started_privately_and_stopped(
     tmp_path: Path, lines: list[str], cleanup_data_dirs: list[Path]
 ) -> None:
-    dead_database = f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/steno"
-    dead_redis = f"redis://127.0.0.1:{_free_port()}/0"
+    dead_database = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/steno"
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     database_url, redis_url, services = resolve_services(
         dead_database, dead_redis, tmp_path / "state", log=lines.append
     )
@@ -142,7 +135,7 @@ async def test_probes_tell_usable_servers_from_dead_or_foreign_ones() -> None:
     assert await database_problem(missing_database) is None
     assert await redis_problem(MACHINE_REDIS_URL) is None
     assert await redis_answers(MACHINE_REDIS_URL)
-    dead = _free_port()
+    dead = free_port()
     assert await database_problem(f"postgresql+asyncpg://postgres@127.0.0.1:{dead}/x")
     assert await redis_problem(f"redis://127.0.0.1:{dead}/0")
     assert not await redis_answers(f"redis://127.0.0.1:{dead}/0")

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,20 +28,13 @@ from service.core.outbox import add_message, publish_pending
 from service.core.routing import TRANSCRIBE
 from service.core.settings import Settings
 from tests.audio import speak, word_error_rate
-from tests.conftest import WorkerProcess, bearer, make_key, wait_for_job
+from tests.conftest import WorkerProcess, bearer, free_port, make_key, wait_for_job
 
 Sessions = async_sessionmaker[AsyncSession]
 
 SENTENCE = "Please send the quarterly report to the finance team before the end of the week."
 # Longer than the sweep's task expiry (two sweep periods): a sweep sent before the pause is gone.
 PAUSE_SETTLE_SECONDS = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -73,7 +65,7 @@ async def test_a_job_submitted_while_the_broker_is_down_is_relayed_later(
     # given an API whose broker is a port nothing listens on, and a spoken file
     dead = dataclasses.replace(
         settings,
-        broker_url=f"redis://127.0.0.1:{_free_port()}/0",
+        broker_url=f"redis://127.0.0.1:{free_port()}/0",
         publish_timeout_seconds=0.5,
     )
     audio = speak(SENTENCE, tmp_path / "outbox.wav")
