@@ -7,15 +7,24 @@ has no speaker encoder) and stored back here, so later jobs reuse it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.db.models import Speaker
 
-__all__ = ["KnownSpeaker", "known_speakers", "store_voice_print"]
+__all__ = ["KnownSpeaker", "diarization_view", "known_speakers", "store_voice_print"]
+
+
+def diarization_view(diarization: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a job's view shows of its ``jobs.diarization`` options: ``diarize`` and the
+    ``known_speakers`` named (None when none were). One definition for the API's job view
+    and the webhook payload's copy of it."""
+    names = (diarization or {}).get("known_speakers")
+    return {"diarize": diarization is not None, "known_speakers": names or None}
 
 
 @dataclass(frozen=True, slots=True)

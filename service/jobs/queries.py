@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -53,20 +53,14 @@ class JobRecord(NamedTuple):
     audio_url: str | None
     webhook_url: str | None
     priority: str
-    diarize: bool
-    known_speakers: list[str] | None
+    # Decoded by the read pool's jsonb codec (JSON null, the ORM's default, is None too).
+    diarization: dict[str, Any] | None
     # Not shown: whether the audio is here (a queued job then waits on the GPU queue).
     has_audio: bool
 
 
 # Columns of the view that are not plain columns of ``jobs``.
-_DERIVED = {
-    "has_audio": "j.audio_path IS NOT NULL",
-    # A job without diarization may hold JSON null rather than SQL NULL (the ORM's default).
-    "diarize": "COALESCE(jsonb_typeof(j.diarization) = 'object', false)",
-    "known_speakers": "CASE WHEN j.diarization ? 'known_speakers' THEN ARRAY("
-    "SELECT jsonb_array_elements_text(j.diarization -> 'known_speakers')) END",
-}
+_DERIVED = {"has_audio": "j.audio_path IS NOT NULL"}
 # The key and, when it is the key owner's, the job: one round trip for the most polled route.
 _KEY_AND_JOB = (
     f"SELECT {KEY_COLUMNS}, "

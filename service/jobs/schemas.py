@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from service.core.db.models import Job
+from service.core.speakers import diarization_view
 from service.core.states import JobStatus
 
 if TYPE_CHECKING:
@@ -125,15 +126,8 @@ class JobView(msgspec.Struct):
             audio_url=job.audio_url,
             webhook_url=job.webhook_url,
             priority=job.priority,
-            **_diarization(job),
+            **diarization_view(job.diarization),
         )
-
-
-def _diarization(job: Job | JobRecord) -> dict[str, Any]:
-    if isinstance(job, Job):
-        names = (job.diarization or {}).get("known_speakers")
-        return {"diarize": job.diarization is not None, "known_speakers": names or None}
-    return {"diarize": job.diarize, "known_speakers": job.known_speakers}
 
 
 class JobPage(msgspec.Struct):

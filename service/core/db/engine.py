@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import socket
 
 import asyncpg
@@ -43,11 +44,19 @@ async def make_read_pool(settings: Settings) -> asyncpg.Pool:
         # Only single statements run here (no SET, LISTEN, cursors or advisory locks), so
         # the default reset query at each release (a round trip) has nothing to undo.
         reset=_keep_session,
+        init=_decode_jsonb,
     )
 
 
 async def _keep_session(_: asyncpg.Connection) -> None:
     """A read-pool connection goes back as it is (see ``make_read_pool``)."""
+
+
+async def _decode_jsonb(connection: asyncpg.Connection) -> None:
+    """jsonb columns as Python values, as the ORM reads them (asyncpg's default is text)."""
+    await connection.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

@@ -19,6 +19,8 @@ from typing import Any
 import msgspec
 from standardwebhooks import Webhook
 
+from service.core.speakers import diarization_view
+
 USER_AGENT = "steno-webhooks/0.1"
 
 
@@ -53,8 +55,7 @@ def job_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "audio_url": job.get("audio_url"),
         "webhook_url": job.get("webhook_url"),
         "priority": job.get("priority") or "normal",
-        "diarize": job.get("diarization") is not None,
-        "known_speakers": (job.get("diarization") or {}).get("known_speakers") or None,
+        **diarization_view(job.get("diarization")),
     }
 
 
