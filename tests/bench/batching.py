@@ -1,10 +1,12 @@
 """Batched inference across jobs: 20 short clips, five ways side by side, with word error rates.
 
 The same 20 espeak-ng clips (two distinct sentences each, 5-7 s) are transcribed by tiny.en:
-1. warm openai-whisper in process, one clip after another (``workers.gpu.whisper.transcribe``);
+1. warm openai-whisper in process, one clip after another (``workers.gpu.whisper.transcribe``),
+   float32 as openai-whisper ships it (the reference), and with int8 linear layers
+   (``STENO_WHISPER_CPU_INT8``, the CPU default);
 2. the same in process, with ``BATCH`` threads whose windows share one ``WindowBatcher``;
 3. Steno's whole stack (API, IO worker, GPU worker, beat), 20 uploads at once, batching off;
-4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``);
+4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``), int8 and float32;
 5. faster-whisper (CTranslate2, the same tiny.en weights) int8, greedy, one after another.
 Each row reports wall seconds (until the last clip is done) and the mean word error rate.
 """
@@ -12,6 +14,7 @@ Each row reports wall seconds (until the last clip is done) and the mean word er
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import statistics
 import tempfile
@@ -50,25 +53,29 @@ def _transcribe(model: Any, clip: Path) -> str:
 def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict[str, Any]:
     from workers.gpu.batching import BatchedModel, WindowBatcher
 
-    model = load_model(settings.whisper_model, settings.models_dir, choose_device("cpu"))
-    _transcribe(model, clips[0])  # warm
-    began = time.perf_counter()
-    sequential = [_transcribe(model, clip) for clip in clips]
-    figures = {"warm_sequential": _row(time.perf_counter() - began, texts, sequential)}
+    figures: dict[str, Any] = {}
+    for suffix, int8 in (("", False), ("_int8", True)):
+        device = choose_device("cpu")
+        model = load_model(settings.whisper_model, settings.models_dir, device, cpu_int8=int8)
+        _transcribe(model, clips[0])  # warm
+        began = time.perf_counter()
+        sequential = [_transcribe(model, clip) for clip in clips]
+        figures[f"warm_sequential{suffix}"] = _row(time.perf_counter() - began, texts, sequential)
 
-    batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
-    shared = BatchedModel(model, batcher)
-    try:
-        with ThreadPoolExecutor(BATCH) as pool:
-            list(pool.map(lambda c: _transcribe(shared, c), clips[:BATCH]))  # warm
-            batcher.batch_sizes.clear()
-            began = time.perf_counter()
-            batched = list(pool.map(lambda c: _transcribe(shared, c), clips))
-            wall = time.perf_counter() - began
-    finally:
-        batcher.close()
-    figures["in_process_batched"] = _row(wall, texts, batched)
-    figures["in_process_batched"]["batch_sizes"] = dict(sorted(batcher.batch_sizes.items()))
+        batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
+        shared = BatchedModel(model, batcher)
+        try:
+            with ThreadPoolExecutor(BATCH) as pool:
+                list(pool.map(functools.partial(_transcribe, shared), clips[:BATCH]))  # warm
+                batcher.batch_sizes.clear()
+                began = time.perf_counter()
+                batched = list(pool.map(functools.partial(_transcribe, shared), clips))
+                wall = time.perf_counter() - began
+        finally:
+            batcher.close()
+        row = _row(wall, texts, batched)
+        row["batch_sizes"] = dict(sorted(batcher.batch_sizes.items()))
+        figures[f"in_process_batched{suffix}"] = row
     return figures
 
 
@@ -139,8 +146,8 @@ async def _drive(base: str, clips: list[Path], texts: list[str], key: str) -> di
         return _row(wall, texts, outputs)
 
 
-def _stack(tmp: Path, clips: list[Path], texts: list[str], batch: int) -> Any:
-    data = tmp / f"stack-{batch}"
+def _stack(tmp: Path, clips: list[Path], texts: list[str], batch: int, *, int8: bool) -> Any:
+    data = tmp / f"stack-{batch}-{int8}"
     settings = private_settings(
         BENCH_DB,
         BENCH_REDIS_DB,
@@ -149,6 +156,7 @@ def _stack(tmp: Path, clips: list[Path], texts: list[str], batch: int) -> Any:
         whisper_device="cpu",
         gpu_batch_size=batch,
         gpu_batch_flush_ms=FLUSH_MS,
+        whisper_cpu_int8=int8,
     )
     key = make_key(settings, "bench")
     data.mkdir(parents=True, exist_ok=True)
@@ -179,8 +187,12 @@ def run() -> dict[str, Any]:
         figures.update(_in_process(base, clips, texts))
         figures["faster_whisper_int8"] = _faster_whisper(clips, texts)
         if os.environ.get("STENO_BENCH_STACK", "1") != "0":
-            figures["stack_batching_off"] = _stack(Path(tmp), clips, texts, 1)
-            figures["stack_batching_on"] = _stack(Path(tmp), clips, texts, BATCH)
+            # The stack as deployed (int8 on the CPU by default), and batching alone (float32).
+            figures["stack_batching_off"] = _stack(Path(tmp), clips, texts, 1, int8=True)
+            figures["stack_batching_on"] = _stack(Path(tmp), clips, texts, BATCH, int8=True)
+            figures["stack_batching_on_float32"] = _stack(
+                Path(tmp), clips, texts, BATCH, int8=False
+            )
     reference = figures["warm_sequential"]["wall_seconds"]
     for row in figures.values():
         if isinstance(row, dict) and "wall_seconds" in row:

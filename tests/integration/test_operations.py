@@ -137,9 +137,11 @@ async def test_a_backlog_shows_in_the_gauges_the_queues_and_a_queued_jobs_eta(
         # the later one waits for the earlier one's 100 s as well (at 0.5 s per second)
         views = [(await client.get(f"/v1/jobs/{job.id}")).json() for job in (first, second)]
         etas = [view["progress"]["eta_seconds"] for view in views]
-        assert client.app.state.estimator.gpu_slots() == 1
+        # (the earlier job's audio is shared by the GPU slots: one per child, or the batch)
+        slots = client.app.state.estimator.gpu_slots()
+        assert slots >= 1
         assert etas[0] >= 0.5 * 100
-        assert etas[1] - etas[0] == pytest.approx(0.5 * 100 + 0.5 * 40 - 0.5 * 100, abs=0.2)
+        assert etas[1] - etas[0] == pytest.approx(0.5 * 100 / slots + 0.5 * 40 - 0.5 * 100, abs=0.2)
         unknown = (await client.get(f"/v1/jobs/{unfetched.id}")).json()
         assert unknown["progress"]["eta_seconds"] is None
     finally:

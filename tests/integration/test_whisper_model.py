@@ -55,6 +55,11 @@ def tiny(tiny_path: Path, model_dir: Path) -> Iterator[Any]:
     yield load_model("tiny.en", model_dir, "cpu")
 
 
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_path: Path, model_dir: Path) -> Iterator[Any]:
+    yield load_model("tiny.en", model_dir, "cpu", cpu_int8=True)
+
+
 def official_heads(name: str, layers: int, heads: int) -> list[list[int]]:
     """openai-whisper's own alignment heads for an official model name."""
     dump = whisper._ALIGNMENT_HEADS[name]
@@ -100,8 +105,25 @@ def test_loaded_model_has_sparse_alignment_heads(tiny: Any) -> None:
     assert not tiny.training
 
 
+def test_int8_swaps_every_linear_layer_and_keeps_the_float_model_apart(
+    tiny: Any, tiny_int8: Any
+) -> None:
+    from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
+
+    quantized = [m for m in tiny_int8.modules() if isinstance(m, QuantizedLinear)]
+    # Four projections per attention, two per MLP: (4 encoder + 4 decoder self + 4 cross) x 4,
+    # plus 2 x 8 MLP layers, for tiny's 4 + 4 blocks.
+    assert len(quantized) == 4 * (4 + 4 + 4) + 2 * 8
+    assert not any(isinstance(m, torch.nn.Linear) for m in tiny_int8.modules())
+    assert not any(isinstance(m, QuantizedLinear) for m in tiny.modules())
+
+
+@pytest.mark.parametrize("variant", ["tiny", "tiny_int8"])
 @pytest.mark.parametrize("sentence", SENTENCES)
-def test_transcribes_speech_with_word_timestamps(tiny: Any, tmp_path: Path, sentence: str) -> None:
+def test_transcribes_speech_with_word_timestamps(
+    request: pytest.FixtureRequest, variant: str, tmp_path: Path, sentence: str
+) -> None:
+    tiny = request.getfixturevalue(variant)
     audio = speak(sentence, tmp_path / "speech.wav")
 
     result = transcribe(

@@ -125,7 +125,12 @@ class GpuRuntime:
 
         if name not in self._models:
             started = time.perf_counter()
-            self._models[name] = load_model(name, self.settings.models_dir, self.device)
+            self._models[name] = load_model(
+                name,
+                self.settings.models_dir,
+                self.device,
+                cpu_int8=self.settings.whisper_cpu_int8,
+            )
             log.info(
                 "loaded Whisper %r on %s in %.1f s",
                 name,

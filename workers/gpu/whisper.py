@@ -26,6 +26,7 @@ __all__ = [
     "ModelNotInstalled",
     "choose_device",
     "load_model",
+    "quantize_linear_int8",
     "transcribe",
 ]
 
@@ -58,8 +59,13 @@ def choose_device(preference: str = "auto", *, slot: int = 0) -> str:
     raise ValueError(f"unknown device {preference!r}: use auto, cpu, cuda or cuda:N")
 
 
-def load_model(name_or_path: str, model_dir: Path, device: str) -> whisper.model.Whisper:
+def load_model(
+    name_or_path: str, model_dir: Path, device: str, *, cpu_int8: bool = False
+) -> whisper.model.Whisper:
     """Load a Whisper model onto ``device``, warmed up and in eval mode.
+
+    With ``cpu_int8`` and a CPU device, the linear layers are quantized to int8 (weights; the
+    activations per call): see ``quantize_linear_int8``.
 
     Resolution order: ``name_or_path`` as an existing checkpoint file; then
     ``model_dir / f"{name}.pt"`` (what ``steno models install`` writes); then openai-whisper's own
@@ -87,8 +93,31 @@ def load_model(name_or_path: str, model_dir: Path, device: str) -> whisper.model
                 f"Run `steno models install {name_or_path}` on this host."
             ) from exc
     model.eval()
+    if cpu_int8 and model.device.type == "cpu":
+        quantize_linear_int8(model)
     _warm_up(model)
     return model
+
+
+def quantize_linear_int8(model: whisper.model.Whisper) -> None:
+    """Quantize the model's linear layers to int8 in place (PyTorch dynamic quantization).
+
+    whisper's own ``Linear`` only casts its weight to the input's dtype, which on a float32
+    CPU model is plain ``nn.Linear``; it is retyped so that PyTorch's quantizer swaps it. The
+    attention products, convolutions and the logit projection (the token embedding) stay
+    float32. Hooks whisper installs later (kv-cache, alignment) attach to the swapped modules.
+    """
+    from torch.ao.quantization import quantize_dynamic
+    from whisper.model import Linear as WhisperLinear
+
+    for module in model.modules():
+        if type(module) is WhisperLinear:
+            module.__class__ = torch.nn.Linear
+    with warnings.catch_warnings():
+        # torch.ao's eager quantization announces its move to torchao; it still ships and works.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.")
+        quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _load_checkpoint(path: Path, device: str) -> whisper.model.Whisper:
