@@ -43,9 +43,9 @@ class Settings:
     model_dir: Path | None = None
     whisper_model: str = "tiny.en"
     whisper_device: str = "auto"
-    # On the CPU, Whisper's linear layers run as int8 (PyTorch dynamic quantization, as
-    # faster-whisper's int8): about 1.3x faster at the same word error rate (`just bench
-    # batching`). Off keeps openai-whisper's float32. No effect on a GPU (fp16 there).
+    # On the CPU, the audio encoder's linear layers run int8, one window at a time (PyTorch
+    # dynamic quantization; workers/gpu/quantize.py): faster at the same word error rate
+    # (`just bench batching`). Off keeps openai-whisper's float32. No effect on a GPU.
     whisper_cpu_int8: bool = True
     # Extra models a job may ask for (each GPU child loads one lazily on first use).
     extra_models: tuple[str, ...] = ()

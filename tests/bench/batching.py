@@ -2,8 +2,8 @@
 
 The same 20 espeak-ng clips (two distinct sentences each, 5-7 s) are transcribed by tiny.en:
 1. warm openai-whisper in process, one clip after another (``workers.gpu.whisper.transcribe``),
-   float32 as openai-whisper ships it (the reference), and with int8 linear layers
-   (``STENO_WHISPER_CPU_INT8``, the CPU default);
+   float32 as openai-whisper ships it (the reference), and with the encoder's linear layers
+   int8 (``STENO_WHISPER_CPU_INT8``, the CPU default);
 2. the same in process, with ``BATCH`` threads whose windows share one ``WindowBatcher``;
 3. Steno's whole stack (API, IO worker, GPU worker, beat), 20 uploads at once, batching off;
 4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``), int8 and float32;

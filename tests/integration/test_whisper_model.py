@@ -7,10 +7,12 @@ install (a pip download the first time) happens once and later runs reuse the ch
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import itertools
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from whisper.model import ModelDimensions, Whisper
 
 from service.core.transcript import TranscriptSegment
 from tests.audio import speak, word_error_rate
+from workers.gpu.batching import BatchedModel, WindowBatcher
+from workers.gpu.quantize import PerWindow
 from workers.gpu.weights import KNOWN_MODELS, install_model
 from workers.gpu.whisper import ModelNotInstalled, choose_device, load_model, transcribe
 
@@ -105,17 +109,50 @@ def test_loaded_model_has_sparse_alignment_heads(tiny: Any) -> None:
     assert not tiny.training
 
 
-def test_int8_swaps_every_linear_layer_and_keeps_the_float_model_apart(
-    tiny: Any, tiny_int8: Any
-) -> None:
+def test_int8_swaps_the_encoders_linear_layers_only(tiny: Any, tiny_int8: Any) -> None:
     from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
 
-    quantized = [m for m in tiny_int8.modules() if isinstance(m, QuantizedLinear)]
-    # Four projections per attention, two per MLP: (4 encoder + 4 decoder self + 4 cross) x 4,
-    # plus 2 x 8 MLP layers, for tiny's 4 + 4 blocks.
-    assert len(quantized) == 4 * (4 + 4 + 4) + 2 * 8
-    assert not any(isinstance(m, torch.nn.Linear) for m in tiny_int8.modules())
-    assert not any(isinstance(m, QuantizedLinear) for m in tiny.modules())
+    def quantized(module: torch.nn.Module) -> list[torch.nn.Module]:
+        return [m for m in module.modules() if isinstance(m, QuantizedLinear)]
+
+    # Four projections per attention and two MLP layers, in each of tiny's 4 encoder blocks;
+    # each wrapped to see one window at a time.
+    assert len(quantized(tiny_int8.encoder)) == 4 * (4 + 2)
+    assert all(
+        isinstance(m, PerWindow)
+        for m in tiny_int8.encoder.modules()
+        if any(isinstance(c, QuantizedLinear) for c in m.children())
+    )
+    assert not quantized(tiny_int8.decoder)
+    assert not quantized(tiny)
+
+
+def test_an_int8_transcript_does_not_depend_on_its_batch_mates(
+    tiny_int8: Any, tmp_path: Path
+) -> None:
+    # Given three clips transcribed one after another by the int8 model
+    clips = [speak(s, tmp_path / f"clip{i}.wav") for i, s in enumerate(SENTENCES)]
+
+    def text(model: Any, clip: Path) -> str:
+        return transcribe(
+            model, clip, language="en", word_timestamps=False, initial_prompt=None, fp16=False
+        ).text
+
+    alone = [text(tiny_int8, clip) for clip in clips]
+
+    # when the three are transcribed at once, their windows decoded in one batch
+    batcher = WindowBatcher(len(clips), flush_seconds=5.0)
+    try:
+        with ThreadPoolExecutor(len(clips)) as pool:
+            together = list(
+                pool.map(functools.partial(text, BatchedModel(tiny_int8, batcher)), clips)
+            )
+    finally:
+        batcher.close()
+
+    # then each clip's text is the same as alone
+    assert batcher.batch_sizes[len(clips)] >= 1, batcher.batch_sizes
+    assert together == alone
 
 
 @pytest.mark.parametrize("variant", ["tiny", "tiny_int8"])

@@ -18,6 +18,7 @@ import torch
 
 from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
 from workers.gpu.decode import load_audio
+from workers.gpu.quantize import quantize_encoder_int8
 
 if TYPE_CHECKING:
     import whisper.model
@@ -26,7 +27,6 @@ __all__ = [
     "ModelNotInstalled",
     "choose_device",
     "load_model",
-    "quantize_linear_int8",
     "transcribe",
 ]
 
@@ -64,8 +64,8 @@ def load_model(
 ) -> whisper.model.Whisper:
     """Load a Whisper model onto ``device``, warmed up and in eval mode.
 
-    With ``cpu_int8`` and a CPU device, the linear layers are quantized to int8 (weights; the
-    activations per call): see ``quantize_linear_int8``.
+    With ``cpu_int8`` and a CPU device, the audio encoder's linear layers run int8, each
+    window on its own (``workers.gpu.quantize``).
 
     Resolution order: ``name_or_path`` as an existing checkpoint file; then
     ``model_dir / f"{name}.pt"`` (what ``steno models install`` writes); then openai-whisper's own
@@ -94,30 +94,9 @@ def load_model(
             ) from exc
     model.eval()
     if cpu_int8 and model.device.type == "cpu":
-        quantize_linear_int8(model)
+        quantize_encoder_int8(model)
     _warm_up(model)
     return model
-
-
-def quantize_linear_int8(model: whisper.model.Whisper) -> None:
-    """Quantize the model's linear layers to int8 in place (PyTorch dynamic quantization).
-
-    whisper's own ``Linear`` only casts its weight to the input's dtype, which on a float32
-    CPU model is plain ``nn.Linear``; it is retyped so that PyTorch's quantizer swaps it. The
-    attention products, convolutions and the logit projection (the token embedding) stay
-    float32. Hooks whisper installs later (kv-cache, alignment) attach to the swapped modules.
-    """
-    from torch.ao.quantization import quantize_dynamic
-    from whisper.model import Linear as WhisperLinear
-
-    for module in model.modules():
-        if type(module) is WhisperLinear:
-            module.__class__ = torch.nn.Linear
-    with warnings.catch_warnings():
-        # torch.ao's eager quantization announces its move to torchao; it still ships and works.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.")
-        quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _load_checkpoint(path: Path, device: str) -> whisper.model.Whisper:
