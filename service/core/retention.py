@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import and_, delete, false, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core.db.models import Job
+from service.core.db.models import IdempotencyKey, Job, OutboxMessage
 from service.core.states import FINAL
 
 # Rows one statement changes at most.
@@ -31,6 +31,8 @@ BATCH = 500
 ORPHAN_GRACE_SECONDS = 3600.0
 # Files one sweep looks at, at most (the rest wait for the next sweep).
 SCAN_LIMIT = 5000
+# A published outbox row is never read again; it is kept this long to tell what was sent.
+PUBLISHED_OUTBOX_KEEP_SECONDS = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,50 @@ async def expire_jobs(
         )
     ).all()
     return [Expired(row.id, row.audio_path) for row in rows]
+
+
+async def expire_published_outbox(
+    session: AsyncSession, *, older_than: float = PUBLISHED_OUTBOX_KEEP_SECONDS, limit: int = BATCH
+) -> int:
+    """Delete up to ``limit`` outbox rows published ``older_than`` seconds ago; returns how
+    many. Unpublished and held rows are never touched (the relay still owes them)."""
+    picked = (
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.published_at.is_not(None),
+            OutboxMessage.published_at < func.now() - timedelta(seconds=older_than),
+        )
+        .order_by(OutboxMessage.published_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    deleted = await session.execute(
+        delete(OutboxMessage).where(OutboxMessage.id.in_(picked)).returning(OutboxMessage.id)
+    )
+    return len(deleted.all())
+
+
+async def expire_idempotency_keys(
+    session: AsyncSession, *, older_than: float, limit: int = BATCH
+) -> int:
+    """Delete up to ``limit`` ``Idempotency-Key`` rows made ``older_than`` seconds ago (past
+    their TTL, they answer nothing: a new request with the key takes the row over); returns
+    how many."""
+    picked = (
+        select(IdempotencyKey.owner, IdempotencyKey.key)
+        .where(IdempotencyKey.created_at < func.now() - timedelta(seconds=older_than))
+        .order_by(IdempotencyKey.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    deleted = await session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.owner == picked.c.owner, IdempotencyKey.key == picked.c.key)
+        .returning(IdempotencyKey.key)
+    )
+    return len(deleted.all())
 
 
 def stored_files(

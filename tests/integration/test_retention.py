@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core import retention, transitions
-from service.core.db.models import Job, JobEvent, OutboxMessage, Transcript
+from service.core.db.models import IdempotencyKey, Job, JobEvent, OutboxMessage, Transcript
 from service.core.events import schemas as events
 from service.core.events.publish import emit
 from service.core.events.stream import stream_key
@@ -138,7 +138,7 @@ async def test_old_audio_goes_and_the_job_and_its_transcript_stay(ctx: dict[str,
     done = await retention_sweep(ctx)
 
     # then the old job's audio is gone and nothing points at it; job and transcript stay
-    assert done == {"jobs": 0, "audio": 1, "files": 0}
+    assert done == {"jobs": 0, "audio": 1, "files": 0, "outbox": 0, "idempotency_keys": 0}
     assert not old_audio.exists()
     job = await _row(ctx, old)
     assert job is not None and job.status == "completed" and job.audio_path is None
@@ -148,7 +148,13 @@ async def test_old_audio_goes_and_the_job_and_its_transcript_stay(ctx: dict[str,
     assert recent_audio.exists() and kept is not None and kept.audio_path == str(recent_audio)
 
     # and a second sweep finds nothing to do
-    assert await retention_sweep(ctx) == {"jobs": 0, "audio": 0, "files": 0}
+    assert await retention_sweep(ctx) == {
+        "jobs": 0,
+        "audio": 0,
+        "files": 0,
+        "outbox": 0,
+        "idempotency_keys": 0,
+    }
     assert recent_audio.exists()
 
 
@@ -167,7 +173,7 @@ async def test_old_jobs_go_with_transcript_events_outbox_and_files(ctx: dict[str
     done = await retention_sweep(ctx)
 
     # then the old job is gone with its transcript, events, outbox rows, stream and files
-    assert done == {"jobs": 1, "audio": 0, "files": 0}
+    assert done == {"jobs": 1, "audio": 0, "files": 0, "outbox": 0, "idempotency_keys": 0}
     assert await _row(ctx, old) is None
     for model in (Transcript, JobEvent, OutboxMessage):
         assert await _count(ctx, model, old) == 0, model
@@ -178,7 +184,13 @@ async def test_old_jobs_go_with_transcript_events_outbox_and_files(ctx: dict[str
     assert await _count(ctx, JobEvent, recent) == 1
 
     # and a second sweep finds nothing to do
-    assert await retention_sweep(ctx) == {"jobs": 0, "audio": 0, "files": 0}
+    assert await retention_sweep(ctx) == {
+        "jobs": 0,
+        "audio": 0,
+        "files": 0,
+        "outbox": 0,
+        "idempotency_keys": 0,
+    }
 
 
 async def test_active_jobs_are_never_touched(ctx: dict[str, Any]) -> None:
@@ -196,7 +208,7 @@ async def test_active_jobs_are_never_touched(ctx: dict[str, Any]) -> None:
     done = await retention_sweep(ctx)
 
     # then every job, and every file they need, is still there
-    assert done == {"jobs": 0, "audio": 0, "files": 0}
+    assert done == {"jobs": 0, "audio": 0, "files": 0, "outbox": 0, "idempotency_keys": 0}
     for job_id, path in ((queued, queued_audio), (running, running_audio), (fetching, part)):
         job = await _row(ctx, job_id)
         assert job is not None and path.exists(), job_id
@@ -273,3 +285,57 @@ async def test_leftover_files_go_and_files_a_job_may_need_stay(ctx: dict[str, An
     assert done["files"] == 2
     assert not orphan.exists() and not old_part.exists()
     assert uploading.exists() and new_part.exists() and other.exists()
+
+
+async def test_old_bookkeeping_goes_whatever_the_retention_settings(
+    ctx: dict[str, Any],
+) -> None:
+    # Given retention off, four jobs whose outbox rows were published two days ago, an hour
+    # ago, and not at all (one made two days ago), and Idempotency-Keys made two days ago
+    # (past the TTL of a day) and an hour ago
+    _retain(ctx, audio=0, jobs=0)
+    ctx["settings"] = dataclasses.replace(ctx["settings"], idempotency_ttl_seconds=DAY)
+    old, recent, unsent, old_unsent = [
+        (await _job(ctx, status="completed", finished_ago=HOUR))[0] for _ in range(4)
+    ]
+    ages = {old: 2 * DAY, recent: HOUR}
+    async with ctx["sessions"]() as session, session.begin():
+        for job_id, age in ages.items():
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.job_id == job_id)
+                .values(published_at=func.now() - timedelta(seconds=age))
+            )
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.job_id == old_unsent)
+            .values(created_at=func.now() - timedelta(days=2))
+        )
+        for key, job_id, age in (("old", old, 2 * DAY), ("new", recent, HOUR)):
+            session.add(
+                IdempotencyKey(
+                    owner="tests",
+                    key=f"{key}-{job_id}",
+                    fingerprint="f",
+                    job_id=job_id,
+                    created_at=func.now() - timedelta(seconds=age),
+                )
+            )
+
+    # when the sweep runs
+    done = await retention_sweep(ctx)
+
+    # then only the row published two days ago and the key past its TTL went
+    assert (done["outbox"], done["idempotency_keys"]) == (1, 1), done
+    assert await _count(ctx, OutboxMessage, old) == 0
+    for job_id in (recent, unsent, old_unsent):
+        assert await _count(ctx, OutboxMessage, job_id) == 1, job_id
+    assert await _count(ctx, IdempotencyKey, old) == 0
+    assert await _count(ctx, IdempotencyKey, recent) == 1
+    # and every job is still there
+    for job_id in (old, recent, unsent, old_unsent):
+        assert await _row(ctx, job_id) is not None
+
+    # and the next sweep finds nothing of it
+    again = await retention_sweep(ctx)
+    assert (again["outbox"], again["idempotency_keys"]) == (0, 0)

@@ -10,6 +10,7 @@ harmless: rows are taken with ``SKIP LOCKED`` and a file already gone is skipped
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,14 +30,17 @@ Expire = Callable[..., Awaitable[list[retention.Expired]]]
 
 
 async def retention_sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Apply ``STENO_RETAIN_JOBS_SECONDS`` and ``STENO_RETAIN_AUDIO_SECONDS`` (0: keep forever).
+    """Apply ``STENO_RETAIN_JOBS_SECONDS`` and ``STENO_RETAIN_AUDIO_SECONDS`` (0: keep forever),
+    and drop bookkeeping nothing reads any more: outbox rows published a day ago and
+    ``Idempotency-Key`` rows past ``STENO_IDEMPOTENCY_TTL_SECONDS`` (always, whatever the
+    retention settings).
 
-    Returns how many jobs were deleted, how many jobs' audio was removed, and how many
-    leftover files (partial downloads, files of no job) went.
+    Returns how many jobs were deleted, how many jobs' audio was removed, how many leftover
+    files (partial downloads, files of no job) went, and how many outbox and key rows went.
     """
     settings: Settings = ctx["settings"]
     deadline = time.monotonic() + BUDGET_SECONDS
-    done = {"jobs": 0, "audio": 0, "files": 0}
+    done = {"jobs": 0, "audio": 0, "files": 0, "outbox": 0, "idempotency_keys": 0}
     if settings.retain_jobs_seconds > 0:
         done["jobs"] = await _drain(
             ctx, retention.expire_jobs, settings.retain_jobs_seconds, deadline, _forget_jobs
@@ -48,14 +52,33 @@ async def retention_sweep(ctx: dict[str, Any]) -> dict[str, int]:
     windows = [w for w in (settings.retain_audio_seconds, settings.retain_jobs_seconds) if w > 0]
     if windows:
         done["files"] = await _remove_leftovers(ctx, min(windows))
+    done["outbox"] = await _drain_rows(ctx, retention.expire_published_outbox, deadline)
+    done["idempotency_keys"] = await _drain_rows(
+        ctx,
+        functools.partial(
+            retention.expire_idempotency_keys, older_than=settings.idempotency_ttl_seconds
+        ),
+        deadline,
+    )
     if any(done.values()):
         log.info(
-            "retention: deleted %d jobs, the audio of %d jobs, %d leftover files",
-            done["jobs"],
-            done["audio"],
-            done["files"],
+            "retention: deleted %d jobs, the audio of %d jobs, %d leftover files, "
+            "%d published outbox rows, %d expired idempotency keys",
+            *done.values(),
         )
     return done
+
+
+async def _drain_rows(
+    ctx: dict[str, Any], expire: Callable[..., Awaitable[int]], deadline: float
+) -> int:
+    total = 0
+    while True:
+        async with ctx["sessions"]() as session, session.begin():
+            deleted = await expire(session, limit=retention.BATCH)
+        total += deleted
+        if deleted < retention.BATCH or time.monotonic() > deadline:
+            return total
 
 
 async def _drain(

@@ -147,6 +147,12 @@ class OutboxMessage(Base):
         Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
         # Fairness: the held rows, per lane and owner, oldest first.
         Index("ix_outbox_held", "queue", "owner", "id", postgresql_where=text("held")),
+        # Retention: published rows, oldest first (service.core.retention).
+        Index(
+            "ix_outbox_published",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -308,6 +314,8 @@ class IdempotencyKey(Base):
     """
 
     __tablename__ = "idempotency_keys"
+    # Retention: keys past their TTL, oldest first (service.core.retention).
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
     owner: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
