@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,6 +50,24 @@ V1_CONTROLLERS = [
 ]
 
 
+_heap_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Move what startup made (modules, the app, its pools) out of the collector's way.
+
+    It lives as long as the process, yet every full collection walked it: about half the
+    objects with 1,000 event streams open, and a pause of about 170 ms for every stream's
+    next event. Done once per process (tests start many apps in one), after a collection
+    so that no garbage is frozen.
+    """
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """The Steno API; resources are made in the lifespan and handed out as dependencies."""
     settings = settings or load_settings()
@@ -92,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             read_pool=app.state.read_pool,
         )
         app.state.hub.start()
+        _freeze_startup_heap()
         try:
             yield
         finally:

@@ -52,15 +52,9 @@ async def job_events(
     )
     try:
         yield PREAMBLE
+        replay, done = await _replay(job_id, after, sessions=sessions, redis=redis)
         last = after
-        async with sessions() as session:
-            job = await session.get(Job, job_id)
-            if job is None:
-                frames, done = [_deleted(job_id, after)], True
-            else:
-                frames = await history(session, redis, job, after)
-                done = job.status in FINAL or await terminal_seen(session, job_id, after)
-        for frame in frames:
+        for frame in replay:
             yield frame.sse
             last = frame.position
             if frame.terminal:
@@ -99,6 +93,27 @@ async def job_events(
                 return
     finally:
         hub.unsubscribe(subscription)
+
+
+async def _replay(
+    job_id: uuid.UUID,
+    after: Position,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+) -> tuple[list[Frame], bool]:
+    """The job's history after ``after``, and whether the stream ends with it (the job is
+    finished, or the client already had its terminal event).
+
+    A function of its own so that its session and job row are let go once it returns: a
+    stream lives long, and every object it holds is one more for each full GC to walk.
+    """
+    async with sessions() as session:
+        job = await session.get(Job, job_id)
+        if job is None:
+            return [_deleted(job_id, after)], True
+        frames = await history(session, redis, job, after)
+        return frames, job.status in FINAL or await terminal_seen(session, job_id, after)
 
 
 async def _ended(

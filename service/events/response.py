@@ -13,6 +13,8 @@ request, its exception middleware learns that the response started); the body's 
 straight to the server's ``send``, which ``StenoLitestar`` keeps in the scope. Those
 wrappers only ever look at the start, and at 10,000 writes a second the three of them per
 write (a hook and two ``capture_response_started``) took about a third of the API's time.
+The body is written after Litestar's stack has returned (``StenoLitestar`` does it), so a
+stream holds none of that stack's objects, and from a task of its own, a few frames deep.
 """
 
 from __future__ import annotations
@@ -28,22 +30,36 @@ from litestar import Litestar, Request
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPResponseBodyEvent, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 # Where ``StenoLitestar`` keeps the server's own ``send`` in an HTTP request's scope.
 SERVER_SEND = "steno.server_send"
+# Where it lists the event streams whose bodies it writes once Litestar's stack has returned.
+LATER_BODIES = "steno.later_bodies"
 
 
 class StenoLitestar(Litestar):
-    """Litestar, keeping the server's ``send`` in the scope for event streams' body writes."""
+    """Litestar, keeping the server's ``send`` in the scope for event streams' body writes,
+    and writing those bodies once Litestar's middleware stack has returned."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """The ASGI entry point (Litestar's, after noting ``send`` under ``SERVER_SEND``)."""
-        if scope["type"] == "http":
-            scope[SERVER_SEND] = send
-        await super().__call__(scope, receive, send)
+        """The ASGI entry point: Litestar's, then the body of an event stream it started."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope[SERVER_SEND] = send
+        later: list[_TimedStreamingResponse] = []
+        scope[LATER_BODIES] = later
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException:
+            for response in later:
+                await response.close()
+            raise
+        for response in later:
+            await response.finish(receive)
 
 
 class _Write:
@@ -102,32 +118,75 @@ class _TimedStreamingResponse(ASGIStreamingResponse):
     server_send: Send
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.server_send = cast(Send, cast(dict[str, Any], scope).get(SERVER_SEND, send))
+        fields = cast(dict[str, Any], scope)
+        self.server_send = cast(Send, fields.get(SERVER_SEND, send))
+        later: list[_TimedStreamingResponse] | None = fields.get(LATER_BODIES)
+        if later is None:  # not under StenoLitestar: the whole response now
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                await self.close()
+            return
+        # Only the start here; ``StenoLitestar`` writes the body once Litestar's stack has
+        # returned, so that the stream's long life doesn't keep that stack's coroutines,
+        # closures and request objects (most of a stream's objects, each walked by every
+        # full GC) alive.
         try:
-            await super().__call__(scope, receive, send)
+            await self.start_response(send=send)
+        except BaseException:
+            await self.close()
+            raise
+        later.append(self)
+
+    async def finish(self, receive: Receive) -> None:
+        """Write the body (the start is sent), then close the stream."""
+        try:
+            if self.is_head_response:
+                end: HTTPResponseBodyEvent = {
+                    "type": "http.response.body",
+                    "body": b"",
+                    "more_body": False,
+                }
+                await self.server_send(end)
+            else:
+                await self.send_body(self.server_send, receive)
+            await self.after_response()
         finally:
-            with contextlib.suppress(Exception):
-                await self.body_generator.aclose()
-            self.on_close()
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the body generator and give the stream back (``on_close``)."""
+        with contextlib.suppress(Exception):
+            await self.body_generator.aclose()
+        self.on_close()
 
     async def send_body(self, send: Send, receive: Receive) -> None:
-        send = self.server_send
-        loop = asyncio.get_running_loop()
+        # The body is written from a task of its own and this one waits for the disconnect:
+        # each event then resumes a coroutine a few frames deep instead of the request's
+        # whole middleware stack (a dozen frames, twice an event: the wake-up and the
+        # write's completion), which was most of the API's time per event.
         async with anyio.create_task_group() as group:
-            group.start_soon(self._listen_for_disconnect, group.cancel_scope, receive)
             write = _Write(group.cancel_scope)
             self.watchdog.watch(write)
             try:
-                async for chunk in self.body_generator:
-                    write.since = loop.time()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    write.since = None
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                group.start_soon(self._write_body, write)
+                await self._listen_for_disconnect(group.cancel_scope, receive)
             finally:
                 self.watchdog.forget(write)
-                group.cancel_scope.cancel()
         if write.timed_out:
             log.info("SSE client did not read for %.0f s; dropped", self.watchdog.timeout)
+
+    async def _write_body(self, write: _Write) -> None:
+        send = self.server_send
+        loop = asyncio.get_running_loop()
+        try:
+            async for chunk in self.body_generator:
+                write.since = loop.time()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                write.since = None
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            write.scope.cancel()  # the wait for a disconnect ends with the body
 
 
 class EventStream(Stream):

@@ -1,10 +1,11 @@
 """SSE fan-out: publish-to-receive latency with 1,000 clients on one API process.
 
 Starts one granian API process on a private database and Redis database, makes JOBS jobs,
-connects CLIENTS SSE clients (aiohttp, in CLIENT_PROCESSES processes of their own, spread
-evenly over the jobs), then publishes RATE progress events per second per job for SECONDS
-with the workers' own ``emit``, and finally each job's terminal event. Each event carries
-its publish time (``at``); clients record receive time minus that. Reports p50/p99/max
+connects CLIENTS SSE clients (raw asyncio protocols, ``tests/bench/sse_clients.py``, in
+CLIENT_PROCESSES processes of their own, spread evenly over the jobs), then publishes RATE
+progress events per second per job for SECONDS with the workers' own ``emit``, and finally
+each job's terminal event. Each event carries its publish time (``at``); clients record
+receive time minus that. Reports p50/p99/max
 latency, the share delivered, the CPU of the server and of the clients while publishing,
 and the server's memory (RSS, main + worker) before and while the clients are connected.
 
@@ -16,6 +17,7 @@ older commit), against that checkout's API: figures to compare side by side in o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -37,6 +39,7 @@ from service.core.db.engine import make_engine, make_sessionmaker
 from service.core.events import schemas as events
 from service.core.events.publish import emit
 from service.core.settings import Settings
+from tests.bench import sse_clients
 from tests.bench.stack import private_settings
 from tests.conftest import (
     WorkerProcess,
@@ -47,7 +50,9 @@ from tests.conftest import (
 )
 
 CLIENTS = 1000
-CLIENT_PROCESSES = 2
+# One process of raw asyncio clients (tests/bench/sse_clients.py) leaves the server most of a
+# core; BENCH_SSE_CLIENT_PROCESSES spreads them over more.
+CLIENT_PROCESSES = int(os.environ.get("BENCH_SSE_CLIENT_PROCESSES", "1"))
 JOBS = 10
 RATE = 10  # events per second per job
 SECONDS = 20
@@ -93,64 +98,17 @@ async def _client_main(
     deadline: float,
     key: str,
 ) -> None:
-    import aiohttp
-
-    latencies: list[float] = []
-    received = 0
-    connected = 0
-    failures = 0
-    errors: list[str] = []
-    all_connected = asyncio.Event()
-
-    async def one(session: aiohttp.ClientSession, job_id: str) -> None:
-        nonlocal received, connected, failures
-        try:
-            async with session.get(f"{base}/v1/jobs/{job_id}/events") as response:
-                if response.status != 200:
-                    failures += 1
-                    errors.append(f"HTTP {response.status}: {(await response.text())[:200]}")
-                    return
-                connected += 1
-                if connected == count:
-                    all_connected.set()
-                # Whole chunks, split into messages here: a read per line (aiohttp's
-                # ``async for``) took the clients more CPU than the API used.
-                pending = b""
-                async for chunk in response.content.iter_any():
-                    *messages, pending = (pending + chunk).split(b"\n\n")
-                    now = time.time()
-                    for message in messages:
-                        if b"\nevent: progress\ndata: " in message:
-                            data = message.partition(b"\ndata: ")[2]
-                            latencies.append(now - json.loads(data)["at"])
-                            received += 1
-        except Exception as exc:
-            failures += 1
-            errors.append(repr(exc)[:200])
-
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
+    tally = sse_clients.Tally(count)
+    host, port = base.removeprefix("http://").split(":")
+    paths = [f"/v1/jobs/{job_ids[i % len(job_ids)]}/events" for i in range(count)]
     headers = {"Authorization": f"Bearer {key}"}
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers
-    ) as session:
-        tasks = [asyncio.create_task(one(session, job_ids[i % len(job_ids)])) for i in range(count)]
-        try:
-            await asyncio.wait_for(all_connected.wait(), 120)
-        except TimeoutError:
-            pass
-        ready.set()
-        await asyncio.wait(tasks, timeout=max(1.0, deadline - time.time()))
-        for task in tasks:
-            task.cancel()
-    out.put(
-        {
-            "latencies": latencies,
-            "received": received,
-            "failures": failures,
-            "errors": sorted(set(errors))[:5],
-        }
-    )
+    await sse_clients.follow(host, int(port), paths, headers, tally)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(tally.all_connected.wait(), 120)
+    ready.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(tally.all_finished.wait(), max(1.0, deadline - time.time()))
+    out.put(tally.figures())
 
 
 def _client_process(
@@ -341,5 +299,5 @@ def run() -> dict[str, Any]:
         "events_per_second_per_job": RATE,
         **rounds,
         "p99_api_to_bare": round(api["p99"] / bare["p99"], 2) if "p99" in api and bare else None,
-        "stack": "granian (1 worker) each, Redis, aiohttp clients in their own processes",
+        "stack": "granian (1 worker) each, Redis, raw asyncio SSE clients in their own process(es)",
     }
