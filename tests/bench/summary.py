@@ -49,16 +49,16 @@ def _batching(f: Figures) -> list[Row]:
     sequential = f["warm_sequential"]
     fw = f.get("faster_whisper_int8", {})
     for name, label in (
-        ("stack_batching_off", "whole stack, batching off, float32"),
-        ("stack_batching_on", f"whole stack, batching on (batch {f['batch_size']}), float32"),
+        ("stack_batching_off", "whole stack, batching off"),
+        ("stack_batching_on", f"whole stack, batching on (batch {f['batch_size']})"),
         (
-            "stack_batching_on_int8",
-            f"whole stack, batching on (batch {f['batch_size']}), int8 encoder",
+            "stack_batching_on_float32",
+            f"whole stack, batching on (batch {f['batch_size']}), all float32",
         ),
         ("in_process_batched", f"in process, batched windows (batch {f['batch_size']}), float32"),
         (
             "in_process_batched_int8",
-            f"in process, batched windows (batch {f['batch_size']}), int8 encoder",
+            f"in process, batched windows (batch {f['batch_size']}), int8 encoder MLPs",
         ),
     ):
         row = f.get(name)

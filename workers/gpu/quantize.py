@@ -1,11 +1,15 @@
-"""Whisper's audio encoder with int8 linear layers on the CPU (``STENO_WHISPER_CPU_INT8``).
+"""Whisper's audio encoder with int8 MLP layers on the CPU (``STENO_WHISPER_CPU_INT8``).
 
 PyTorch's dynamic quantization stores each linear layer's weights as int8 and quantizes its
 input per call with one scale for the whole tensor. For a batch of windows that scale would
 depend on the other jobs' audio, so a job's transcript would change with its batch-mates;
-each window therefore goes through the quantized layer on its own (``PerWindow``), and the
-text decoder stays float32 (its per-token inputs are too small to gain, and it is what batches
-across jobs). A job's transcript is thus the same with batching on or off.
+each window therefore goes through the quantized layer on its own (``PerWindow``).
+
+Only the encoder's MLPs are quantized: they are two thirds of its linear work, and with the
+attention projections float32 the word error rate stayed that of float32 (29 espeak-ng
+clips: 0.095 vs 0.110), where quantizing the projections too raised it (0.125) for the same
+speed. The text decoder stays float32 (its per-token inputs are too small to gain, and it
+is what batches across jobs). A job's transcript is thus the same with batching on or off.
 """
 
 from __future__ import annotations
@@ -34,26 +38,27 @@ class PerWindow(torch.nn.Module):
 
 
 def quantize_encoder_int8(model: Any) -> None:
-    """Quantize the linear layers of ``model.encoder`` to int8 in place, one window at a time.
+    """Quantize the MLP layers of ``model.encoder``'s blocks to int8 in place, each window
+    on its own.
 
     whisper's own ``Linear`` only casts its weight to the input's dtype, which on a float32
     CPU model is plain ``nn.Linear``; it is retyped so that PyTorch's quantizer swaps it. The
-    convolutions and attention products stay float32.
+    convolutions, attention projections and attention products stay float32.
     """
     from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
     from torch.ao.quantization import quantize_dynamic
     from whisper.model import Linear as WhisperLinear
 
-    encoder = model.encoder
-    for module in encoder.modules():
-        if type(module) is WhisperLinear:
-            module.__class__ = torch.nn.Linear
-    with warnings.catch_warnings():
-        # torch.ao's eager quantization announces its move to torchao; it still ships and works.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.")
-        quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-    for parent in list(encoder.modules()):
-        for name, child in list(parent.named_children()):
+    for block in model.encoder.blocks:
+        mlp = block.mlp
+        for module in mlp.modules():
+            if type(module) is WhisperLinear:
+                module.__class__ = torch.nn.Linear
+        with warnings.catch_warnings():
+            # torch.ao's eager quantization announces its move to torchao; it still works.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.")
+            quantize_dynamic(mlp, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        for name, child in list(mlp.named_children()):
             if isinstance(child, QuantizedLinear):
-                setattr(parent, name, PerWindow(child))
+                setattr(mlp, name, PerWindow(child))
