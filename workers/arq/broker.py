@@ -19,6 +19,8 @@ writer and writes what is left first. Rejects and requeues stay kombu's own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,9 +77,28 @@ class QoS(kombu_redis.QoS):
 
 
 class Channel(kombu_redis.Channel):
-    """kombu's Redis channel with the batching ``QoS``."""
+    """kombu's Redis channel with the batching ``QoS`` and one client for its commands."""
 
     QoS = QoS
+    _command_client: Any = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """``client``, or the channel's client on its connection pool.
+
+        kombu builds a new ``redis.Redis`` for every command it sends outside its poller
+        (each message's unacked record, each ack): a twentieth of the worker's CPU. A client
+        is only a handle on the pool, so one serves them all; a new pool (after kombu
+        reconnected) gets a new one.
+        """
+        if client:
+            yield client
+            return
+        pool = self.pool
+        command_client = self._command_client
+        if command_client is None or command_client.connection_pool is not pool:
+            command_client = self._command_client = self._create_client()
+        yield command_client
 
 
 class Transport(kombu_redis.Transport):
