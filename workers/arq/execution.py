@@ -16,11 +16,13 @@ memory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
+from redis.exceptions import NoScriptError
 
 from service.core.logs import bind
 from workers.arq.constants import (
@@ -61,6 +63,19 @@ class Outcome:
 
 
 _NOT_RUN = object()
+
+# Claims a job and reads what ``run_job`` needs in one round trip, atomically: the
+# in-progress key (SET NX), then, only if it was taken, the definition, the score in the
+# queue's index, the try counter (incremented) and the abort mark. A Redis nil is a
+# Lua ``false``, so the reply is nil (not claimed) or four values, ``false`` for a missing one.
+CLAIM_JOB = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return false end
+local job_try = redis.call('INCR', KEYS[4])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+return {redis.call('GET', KEYS[2]), redis.call('ZSCORE', KEYS[3], ARGV[1]), job_try,
+        redis.call('ZSCORE', KEYS[5], ARGV[1])}
+"""
+CLAIM_JOB_SHA = hashlib.sha1(CLAIM_JOB.encode()).hexdigest()
 
 
 def execute(
@@ -105,19 +120,11 @@ async def run_job(
     function = worker.functions[name]
     is_cron = isinstance(function, CronJob)
     in_progress_key = in_progress_key_prefix + job_id
-    claimed = await pool.set(
-        in_progress_key, b"1", nx=True, px=int(worker.in_progress_timeout_s * 1000)
-    )
-    if not claimed:
+    claimed = await _claim(worker, job_id)
+    if claimed is None:
         log.info("job %s is already running elsewhere: duplicate message dropped", job_id)
         return None
-    async with pool.pipeline(transaction=True) as pipe:
-        pipe.get(job_key_prefix + job_id)
-        pipe.zscore(queue_index(worker.queue_name), job_id)
-        pipe.incr(retry_key_prefix + job_id)
-        pipe.expire(retry_key_prefix + job_id, retry_counter_ttl_s)
-        pipe.zscore(abort_jobs_ss, job_id)
-        raw, score, job_try, _, abort_score = await pipe.execute()
+    raw, score, job_try, abort_score = claimed
     start_ms = timestamp_ms()
     enqueue_time_ms = _epoch_ms(enqueued_at, start_ms)
     expires_at: int | None = None
@@ -137,7 +144,7 @@ async def run_job(
         definition = deserialize_job_raw(raw)
         enqueue_time_ms, header_try = definition["et"], definition["t"]
         expires_at = definition.get("x")
-    score = int(score) if score is not None else enqueue_time_ms
+    score = int(float(score)) if score is not None else enqueue_time_ms
     if header_try and int(header_try) > job_try:
         job_try = int(header_try)
         await pool.setex(retry_key_prefix + job_id, retry_counter_ttl_s, str(job_try))
@@ -314,6 +321,30 @@ class JobRecord:
             tr.zadd(deferred_set(worker.queue_name), {job_id: due})
             tr.delete(in_progress_key_prefix + job_id)
             await tr.execute()
+
+
+async def _claim(worker: Worker, job_id: str) -> tuple[Any, Any, int, Any] | None:
+    """Take the job's in-progress key; then its definition, index score, try and abort mark.
+
+    ``None`` when another worker holds the key. One round trip (``CLAIM_JOB``, run by its
+    SHA; sent whole once if this Redis does not know it yet).
+    """
+    keys = (
+        in_progress_key_prefix + job_id,
+        job_key_prefix + job_id,
+        queue_index(worker.queue_name),
+        retry_key_prefix + job_id,
+        abort_jobs_ss,
+    )
+    args = (job_id, int(worker.in_progress_timeout_s * 1000), retry_counter_ttl_s)
+    try:
+        reply = await worker.pool.evalsha(CLAIM_JOB_SHA, len(keys), *keys, *args)
+    except NoScriptError:
+        reply = await worker.pool.eval(CLAIM_JOB, len(keys), *keys, *args)
+    if not reply:
+        return None
+    raw, score, job_try, abort_score = reply
+    return raw or None, score or None, int(job_try), abort_score or None
 
 
 def _epoch_ms(seconds: Any, default: int) -> int:

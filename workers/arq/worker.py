@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from service.core.delivery import celery_app
 from workers.arq import execution
+from workers.arq.broker import configure_worker_app
 from workers.arq.connections import ArqRedis, RedisSettings, create_pool
 from workers.arq.constants import default_queue_name, expires_extra_ms, health_check_key_suffix
 from workers.arq.cron import CronJob
@@ -217,17 +218,7 @@ class Worker:
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or, with ``burst``, until nothing is left to do)."""
         app = self.register()
-        # No prefetch limit: the gevent pool's spawn blocks the consumer while every greenlet
-        # is busy, so a worker holds at most max_jobs + 1 messages and takes the next one the
-        # moment a greenlet frees. With a limit, Celery's gevent consumer stops polling when
-        # the limit is reached and only looks again after its 2 s poll timeout.
-        app.conf.worker_prefetch_multiplier = 0
-        # Every greenlet acks its own message late: kombu's Redis pool (10 by default) must
-        # hold one connection per greenlet, or acks fail with "Too many connections".
-        app.conf.broker_transport_options = {
-            **(app.conf.broker_transport_options or {}),
-            "max_connections": self.max_jobs + 10,
-        }
+        configure_worker_app(app, self.max_jobs)
         app.worker_main(self.argv())
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
