@@ -56,6 +56,11 @@ async def ctx(
     await redis.aclose()
 
 
+def _done(**counts: int) -> dict[str, int]:
+    """What a sweep returns when it deleted ``counts`` and nothing else."""
+    return {"jobs": 0, "audio": 0, "files": 0, "outbox": 0, "idempotency_keys": 0, **counts}
+
+
 def _retain(ctx: dict[str, Any], *, audio: float, jobs: float) -> None:
     ctx["settings"] = dataclasses.replace(
         ctx["settings"], retain_audio_seconds=audio, retain_jobs_seconds=jobs
@@ -138,7 +143,7 @@ async def test_old_audio_goes_and_the_job_and_its_transcript_stay(ctx: dict[str,
     done = await retention_sweep(ctx)
 
     # then the old job's audio is gone and nothing points at it; job and transcript stay
-    assert done == {"jobs": 0, "audio": 1, "files": 0, "outbox": 0, "idempotency_keys": 0}
+    assert done == _done(audio=1)
     assert not old_audio.exists()
     job = await _row(ctx, old)
     assert job is not None and job.status == "completed" and job.audio_path is None
@@ -148,13 +153,7 @@ async def test_old_audio_goes_and_the_job_and_its_transcript_stay(ctx: dict[str,
     assert recent_audio.exists() and kept is not None and kept.audio_path == str(recent_audio)
 
     # and a second sweep finds nothing to do
-    assert await retention_sweep(ctx) == {
-        "jobs": 0,
-        "audio": 0,
-        "files": 0,
-        "outbox": 0,
-        "idempotency_keys": 0,
-    }
+    assert await retention_sweep(ctx) == _done()
     assert recent_audio.exists()
 
 
@@ -173,7 +172,7 @@ async def test_old_jobs_go_with_transcript_events_outbox_and_files(ctx: dict[str
     done = await retention_sweep(ctx)
 
     # then the old job is gone with its transcript, events, outbox rows, stream and files
-    assert done == {"jobs": 1, "audio": 0, "files": 0, "outbox": 0, "idempotency_keys": 0}
+    assert done == _done(jobs=1)
     assert await _row(ctx, old) is None
     for model in (Transcript, JobEvent, OutboxMessage):
         assert await _count(ctx, model, old) == 0, model
@@ -184,13 +183,7 @@ async def test_old_jobs_go_with_transcript_events_outbox_and_files(ctx: dict[str
     assert await _count(ctx, JobEvent, recent) == 1
 
     # and a second sweep finds nothing to do
-    assert await retention_sweep(ctx) == {
-        "jobs": 0,
-        "audio": 0,
-        "files": 0,
-        "outbox": 0,
-        "idempotency_keys": 0,
-    }
+    assert await retention_sweep(ctx) == _done()
 
 
 async def test_active_jobs_are_never_touched(ctx: dict[str, Any]) -> None:
@@ -208,7 +201,7 @@ async def test_active_jobs_are_never_touched(ctx: dict[str, Any]) -> None:
     done = await retention_sweep(ctx)
 
     # then every job, and every file they need, is still there
-    assert done == {"jobs": 0, "audio": 0, "files": 0, "outbox": 0, "idempotency_keys": 0}
+    assert done == _done()
     for job_id, path in ((queued, queued_audio), (running, running_audio), (fetching, part)):
         job = await _row(ctx, job_id)
         assert job is not None and path.exists(), job_id
