@@ -11,6 +11,7 @@ import functools
 import gzip
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -126,6 +127,23 @@ def test_int8_swaps_the_encoders_mlp_layers_only(tiny: Any, tiny_int8: Any) -> N
     )
     assert not quantized(tiny_int8.decoder)
     assert not quantized(tiny)
+
+
+def test_a_torch_without_dynamic_quantization_keeps_float32(
+    tiny_path: Path,
+    model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a torch whose eager quantization is gone (as PyTorch moves it to torchao)
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)
+
+    # when a model is loaded with int8 asked for
+    model = load_model("tiny.en", model_dir, "cpu", cpu_int8=True)
+
+    # then it loads, float32 throughout, and says so
+    assert not any(isinstance(m, PerWindow) for m in model.modules())
+    assert "stays float32" in caplog.text
 
 
 def test_an_int8_transcript_does_not_depend_on_its_batch_mates(

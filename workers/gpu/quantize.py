@@ -14,12 +14,15 @@ is what batches across jobs). A job's transcript is thus the same with batching 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
 import torch
 
 __all__ = ["PerWindow", "quantize_encoder_int8"]
+
+log = logging.getLogger(__name__)
 
 
 class PerWindow(torch.nn.Module):
@@ -37,17 +40,24 @@ class PerWindow(torch.nn.Module):
         return result
 
 
-def quantize_encoder_int8(model: Any) -> None:
+def quantize_encoder_int8(model: Any) -> bool:
     """Quantize the MLP layers of ``model.encoder``'s blocks to int8 in place, each window
     on its own.
 
     whisper's own ``Linear`` only casts its weight to the input's dtype, which on a float32
     CPU model is plain ``nn.Linear``; it is retyped so that PyTorch's quantizer swaps it. The
-    convolutions, attention projections and attention products stay float32.
+    convolutions, attention projections and attention products stay float32. Returns False,
+    with the model left float32, on a torch without eager dynamic quantization (PyTorch is
+    moving it to torchao).
     """
-    from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
-    from torch.ao.quantization import quantize_dynamic
     from whisper.model import Linear as WhisperLinear
+
+    try:
+        from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError:
+        log.warning("this torch has no dynamic quantization: Whisper's encoder stays float32")
+        return False
 
     for block in model.encoder.blocks:
         mlp = block.mlp
@@ -62,3 +72,4 @@ def quantize_encoder_int8(model: Any) -> None:
         for name, child in list(mlp.named_children()):
             if isinstance(child, QuantizedLinear):
                 setattr(mlp, name, PerWindow(child))
+    return True
