@@ -112,10 +112,10 @@ async def expire_jobs(
 
 
 async def expire_published_outbox(
-    session: AsyncSession, *, older_than: float = PUBLISHED_OUTBOX_KEEP_SECONDS, limit: int = BATCH
-) -> int:
-    """Delete up to ``limit`` outbox rows published ``older_than`` seconds ago; returns how
-    many. Unpublished and held rows are never touched (the relay still owes them)."""
+    session: AsyncSession, *, older_than: float, limit: int = BATCH
+) -> list[int]:
+    """Delete up to ``limit`` outbox rows published ``older_than`` seconds ago; returns their
+    ids. Unpublished and held rows are never touched (the relay still owes them)."""
     picked = (
         select(OutboxMessage.id)
         .where(
@@ -127,18 +127,18 @@ async def expire_published_outbox(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    deleted = await session.execute(
+    deleted = await session.scalars(
         delete(OutboxMessage).where(OutboxMessage.id.in_(picked)).returning(OutboxMessage.id)
     )
-    return len(deleted.all())
+    return list(deleted)
 
 
 async def expire_idempotency_keys(
     session: AsyncSession, *, older_than: float, limit: int = BATCH
-) -> int:
+) -> list[str]:
     """Delete up to ``limit`` ``Idempotency-Key`` rows made ``older_than`` seconds ago (past
     their TTL, they answer nothing: a new request with the key takes the row over); returns
-    how many."""
+    their keys."""
     picked = (
         select(IdempotencyKey.owner, IdempotencyKey.key)
         .where(IdempotencyKey.created_at < func.now() - timedelta(seconds=older_than))
@@ -147,12 +147,12 @@ async def expire_idempotency_keys(
         .with_for_update(skip_locked=True)
         .cte("picked")
     )
-    deleted = await session.execute(
+    deleted = await session.scalars(
         delete(IdempotencyKey)
         .where(IdempotencyKey.owner == picked.c.owner, IdempotencyKey.key == picked.c.key)
         .returning(IdempotencyKey.key)
     )
-    return len(deleted.all())
+    return list(deleted)
 
 
 def stored_files(

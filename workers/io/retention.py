@@ -10,11 +10,10 @@ harmless: rows are taken with ``SKIP LOCKED`` and a file already gone is skipped
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from service.core import retention
 from service.core.events.stream import stream_key
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 # A sweep takes no new batch after this long.
 BUDGET_SECONDS = 30.0
 
-Expire = Callable[..., Awaitable[list[retention.Expired]]]
+T = TypeVar("T")
 
 
 async def retention_sweep(ctx: dict[str, Any]) -> dict[str, int]:
@@ -52,13 +51,14 @@ async def retention_sweep(ctx: dict[str, Any]) -> dict[str, int]:
     windows = [w for w in (settings.retain_audio_seconds, settings.retain_jobs_seconds) if w > 0]
     if windows:
         done["files"] = await _remove_leftovers(ctx, min(windows))
-    done["outbox"] = await _drain_rows(ctx, retention.expire_published_outbox, deadline)
-    done["idempotency_keys"] = await _drain_rows(
+    done["outbox"] = await _drain(
         ctx,
-        functools.partial(
-            retention.expire_idempotency_keys, older_than=settings.idempotency_ttl_seconds
-        ),
+        retention.expire_published_outbox,
+        retention.PUBLISHED_OUTBOX_KEEP_SECONDS,
         deadline,
+    )
+    done["idempotency_keys"] = await _drain(
+        ctx, retention.expire_idempotency_keys, settings.idempotency_ttl_seconds, deadline
     )
     if any(done.values()):
         log.info(
@@ -69,31 +69,20 @@ async def retention_sweep(ctx: dict[str, Any]) -> dict[str, int]:
     return done
 
 
-async def _drain_rows(
-    ctx: dict[str, Any], expire: Callable[..., Awaitable[int]], deadline: float
-) -> int:
-    total = 0
-    while True:
-        async with ctx["sessions"]() as session, session.begin():
-            deleted = await expire(session, limit=retention.BATCH)
-        total += deleted
-        if deleted < retention.BATCH or time.monotonic() > deadline:
-            return total
-
-
 async def _drain(
     ctx: dict[str, Any],
-    expire: Expire,
+    expire: Callable[..., Awaitable[list[T]]],
     older_than: float,
     deadline: float,
-    forget: Callable[[dict[str, Any], list[retention.Expired]], Awaitable[None]],
+    forget: Callable[[dict[str, Any], list[T]], Awaitable[None]] | None = None,
 ) -> int:
     total = 0
     while True:
         async with ctx["sessions"]() as session, session.begin():
             expired = await expire(session, older_than=older_than, limit=retention.BATCH)
-        # Only now that the change is committed: no job points at these files any more.
-        await forget(ctx, expired)
+        if forget is not None:
+            # Only now that the change is committed: no job points at these files any more.
+            await forget(ctx, expired)
         total += len(expired)
         if len(expired) < retention.BATCH or time.monotonic() > deadline:
             return total
