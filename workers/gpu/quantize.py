@@ -40,15 +40,15 @@ class PerWindow(torch.nn.Module):
         return result
 
 
-def quantize_encoder_int8(model: Any) -> bool:
+def quantize_encoder_int8(model: Any) -> None:
     """Quantize the MLP layers of ``model.encoder``'s blocks to int8 in place, each window
     on its own.
 
     whisper's own ``Linear`` only casts its weight to the input's dtype, which on a float32
     CPU model is plain ``nn.Linear``; it is retyped so that PyTorch's quantizer swaps it. The
-    convolutions, attention projections and attention products stay float32. Returns False,
-    with the model left float32, on a torch without eager dynamic quantization (PyTorch is
-    moving it to torchao).
+    convolutions, attention projections and attention products stay float32. On a torch
+    without eager dynamic quantization (PyTorch is moving it to torchao) the model is left
+    float32, with a warning.
     """
     from whisper.model import Linear as WhisperLinear
 
@@ -57,19 +57,18 @@ def quantize_encoder_int8(model: Any) -> bool:
         from torch.ao.quantization import quantize_dynamic
     except ImportError:
         log.warning("this torch has no dynamic quantization: Whisper's encoder stays float32")
-        return False
+        return
 
-    for block in model.encoder.blocks:
-        mlp = block.mlp
-        for module in mlp.modules():
-            if type(module) is WhisperLinear:
-                module.__class__ = torch.nn.Linear
-        with warnings.catch_warnings():
-            # torch.ao's eager quantization announces its move to torchao; it still works.
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.")
+    with warnings.catch_warnings():
+        # torch.ao's eager quantization announces its move to torchao; it still works.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.")
+        for block in model.encoder.blocks:
+            mlp = block.mlp
+            for module in mlp.modules():
+                if type(module) is WhisperLinear:
+                    module.__class__ = torch.nn.Linear
             quantize_dynamic(mlp, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-        for name, child in list(mlp.named_children()):
-            if isinstance(child, QuantizedLinear):
-                setattr(mlp, name, PerWindow(child))
-    return True
+            for name, child in list(mlp.named_children()):
+                if isinstance(child, QuantizedLinear):
+                    setattr(mlp, name, PerWindow(child))

@@ -64,7 +64,7 @@ def load_model(
 ) -> whisper.model.Whisper:
     """Load a Whisper model onto ``device``, warmed up and in eval mode.
 
-    With ``cpu_int8`` and a CPU device, the audio encoder's linear layers run int8, each
+    With ``cpu_int8`` and a CPU device, the audio encoder's MLP layers run int8, each
     window on its own (``workers.gpu.quantize``).
 
     Resolution order: ``name_or_path`` as an existing checkpoint file; then
