@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             user_agent="steno/0.1 (+audio url check)",
         )
         app.state.estimator = Estimator(
-            app.state.census, fallback_concurrency=settings.gpu_concurrency
+            app.state.census, fallback_concurrency=settings.gpu_task_slots
         )
         app.state.stream_slots = StreamSlots(
             redis,

@@ -55,10 +55,10 @@ def process_argv(name: str, settings: Settings) -> list[str]:
         # (concurrency, queue and log level come from the settings, see workers/io/worker.py).
         return python_module("workers.arq", "workers.io.worker.WorkerSettings", "-n", "io@%h")
     if name == "worker-gpu" and settings.gpu_batch_size > 1:
-        # Batched inference: one process, one model, a task thread per batch slot feeding
+        # Batched inference: one process, one model, task threads for two batches feeding
         # the window batcher (workers/gpu/batching); one such worker per GPU. The threads
         # pool has no master to replace it when it is killed mid-job: respawn does that.
-        threads = ["-P", "threads", "-c", str(settings.gpu_batch_size)]
+        threads = ["-P", "threads", "-c", str(settings.gpu_task_slots)]
         worker = [*celery, "worker", *threads, "-Q", ",".join(GPU_QUEUES), "-n", "gpu@%h"]
         return python_module("service.cli.respawn", *worker, *quiet)
     if name == "worker-gpu":

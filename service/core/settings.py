@@ -48,6 +48,12 @@ class Settings:
     # the same word error rate (`just bench batching`). Off keeps openai-whisper's float32
     # throughout. No effect on a GPU (fp16 there).
     whisper_cpu_int8: bool = True
+    # Whisper's encoder skips most of a short window's zero padding: it encodes the window's
+    # content and at least 2 s of padding, as 15 s when that fits, else 30 s
+    # (workers/gpu/padding.py). The last window of every file is shorter than 30 s. Faster,
+    # for a word error rate a little worse on clips under 5 s; off (the default) encodes
+    # every window as 30 s, as openai-whisper does.
+    whisper_trim_padding: bool = False
     # Extra models a job may ask for (each GPU child loads one lazily on first use).
     extra_models: tuple[str, ...] = ()
     max_upload_bytes: int = 200 * 1024 * 1024
@@ -64,9 +70,10 @@ class Settings:
     db_pool_size: int = 20
     io_concurrency: int = 200
     gpu_concurrency: int = 1
-    # Batched inference (workers/gpu/batching): above 1, the GPU worker is one process with this
-    # many task threads sharing one model, and their 30 s windows are decoded together in
-    # batches of up to this size; 1 keeps the prefork pool (one job per child).
+    # Batched inference (workers/gpu/batching): above 1, the GPU worker is one process with
+    # twice this many task threads sharing one model (gpu_task_slots), and their 30 s windows
+    # are decoded together in batches of up to this size; 1 keeps the prefork pool (one job
+    # per child).
     gpu_batch_size: int = 1
     # How long a lone window waits for others to join its batch.
     gpu_batch_flush_ms: float = 20.0
@@ -152,6 +159,14 @@ class Settings:
     def models(self) -> tuple[str, ...]:
         """Every model a job may name; the first is the default."""
         return (self.whisper_model, *(m for m in self.extra_models if m != self.whisper_model))
+
+    @property
+    def gpu_task_slots(self) -> int:
+        """Jobs one GPU worker runs at once: its prefork children; with batching on, task
+        threads for two batches, so that the next batch's jobs claim, load their audio and
+        queue their windows while one batch decodes (with one batch's worth, batches came
+        out half full, alternating with the jobs still getting ready)."""
+        return 2 * self.gpu_batch_size if self.gpu_batch_size > 1 else self.gpu_concurrency
 
     @property
     def broker(self) -> str:

@@ -2,11 +2,14 @@
 
 The same 20 espeak-ng clips (two distinct sentences each, 5-7 s) are transcribed by tiny.en:
 1. warm openai-whisper in process, one clip after another (``workers.gpu.whisper.transcribe``),
-   float32 as openai-whisper ships it (the reference), and with the encoder's MLP layers
-   int8 (``STENO_WHISPER_CPU_INT8``, the CPU default);
-2. the same in process, with ``BATCH`` threads whose windows share one ``WindowBatcher``;
+   float32 and 30 s windows as openai-whisper ships it (the reference); then with the encoder's
+   MLP layers int8 (``STENO_WHISPER_CPU_INT8``, the CPU default); then also with the
+   windows' padding trimmed (``STENO_WHISPER_TRIM_PADDING``, off by default);
+2. the same three in process, with ``2 * BATCH`` threads (as the batched GPU worker's task
+   slots, ``Settings.gpu_task_slots``) whose windows share one ``WindowBatcher``;
 3. Steno's whole stack (API, IO worker, GPU worker, beat), 20 uploads at once, batching off;
-4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``), int8 and float32;
+4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``), and with batching on and the
+   padding trimmed;
 5. faster-whisper (CTranslate2, the same tiny.en weights) int8, greedy, one after another.
 Each row reports wall seconds (until the last clip is done) and the mean word error rate.
 """
@@ -54,9 +57,12 @@ def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict
     from workers.gpu.batching import BatchedModel, WindowBatcher
 
     figures: dict[str, Any] = {}
-    for suffix, int8 in (("", False), ("_int8", True)):
+    variants = (("", False, False), ("_int8", True, False), ("_int8_trimmed", True, True))
+    for suffix, int8, trim in variants:
         device = choose_device("cpu")
-        model = load_model(settings.whisper_model, settings.models_dir, device, cpu_int8=int8)
+        model = load_model(
+            settings.whisper_model, settings.models_dir, device, cpu_int8=int8, trim_padding=trim
+        )
         _transcribe(model, clips[0])  # warm
         began = time.perf_counter()
         sequential = [_transcribe(model, clip) for clip in clips]
@@ -65,7 +71,7 @@ def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict
         batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
         shared = BatchedModel(model, batcher)
         try:
-            with ThreadPoolExecutor(BATCH) as pool:
+            with ThreadPoolExecutor(2 * BATCH) as pool:
                 list(pool.map(functools.partial(_transcribe, shared), clips[:BATCH]))  # warm
                 batcher.batch_sizes.clear()
                 began = time.perf_counter()
@@ -146,8 +152,8 @@ async def _drive(base: str, clips: list[Path], texts: list[str], key: str) -> di
         return _row(wall, texts, outputs)
 
 
-def _stack(tmp: Path, clips: list[Path], texts: list[str], batch: int, *, int8: bool) -> Any:
-    data = tmp / f"stack-{batch}-{int8}"
+def _stack(tmp: Path, clips: list[Path], texts: list[str], batch: int, *, trim: bool) -> Any:
+    data = tmp / f"stack-{batch}-{trim}"
     settings = private_settings(
         BENCH_DB,
         BENCH_REDIS_DB,
@@ -156,7 +162,8 @@ def _stack(tmp: Path, clips: list[Path], texts: list[str], batch: int, *, int8: 
         whisper_device="cpu",
         gpu_batch_size=batch,
         gpu_batch_flush_ms=FLUSH_MS,
-        whisper_cpu_int8=int8,
+        whisper_cpu_int8=True,
+        whisper_trim_padding=trim,
     )
     key = make_key(settings, "bench")
     data.mkdir(parents=True, exist_ok=True)
@@ -187,13 +194,11 @@ def run() -> dict[str, Any]:
         figures.update(_in_process(base, clips, texts))
         figures["faster_whisper_int8"] = _faster_whisper(clips, texts)
         if os.environ.get("STENO_BENCH_STACK", "1") != "0":
-            # As deployed (int8 encoder MLPs on the CPU) without and with batching, then
-            # batching on openai-whisper's float32.
-            figures["stack_batching_off"] = _stack(Path(tmp), clips, texts, 1, int8=True)
-            figures["stack_batching_on"] = _stack(Path(tmp), clips, texts, BATCH, int8=True)
-            figures["stack_batching_on_float32"] = _stack(
-                Path(tmp), clips, texts, BATCH, int8=False
-            )
+            # As deployed on a CPU (int8 encoder MLPs) without and with batching, then
+            # batching with the padding trimmed.
+            figures["stack_batching_off"] = _stack(Path(tmp), clips, texts, 1, trim=False)
+            figures["stack_batching_on"] = _stack(Path(tmp), clips, texts, BATCH, trim=False)
+            figures["stack_batching_on_trimmed"] = _stack(Path(tmp), clips, texts, BATCH, trim=True)
     reference = figures["warm_sequential"]["wall_seconds"]
     for row in figures.values():
         if isinstance(row, dict) and "wall_seconds" in row:

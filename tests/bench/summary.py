@@ -48,17 +48,20 @@ def _batching(f: Figures) -> list[Row]:
     rows = []
     sequential = f["warm_sequential"]
     fw = f.get("faster_whisper_int8", {})
+    batch = f["batch_size"]
     for name, label in (
         ("stack_batching_off", "whole stack, batching off"),
-        ("stack_batching_on", f"whole stack, batching on (batch {f['batch_size']})"),
+        ("stack_batching_on", f"whole stack, batching on (batch {batch})"),
         (
-            "stack_batching_on_float32",
-            f"whole stack, batching on (batch {f['batch_size']}), all float32",
+            "stack_batching_on_trimmed",
+            f"whole stack, batching on (batch {batch}), padding trimmed",
         ),
-        ("in_process_batched", f"in process, batched windows (batch {f['batch_size']}), float32"),
+        ("warm_sequential_int8_trimmed", "in process, sequential, int8 MLPs, padding trimmed"),
+        ("in_process_batched", f"in process, batched windows (batch {batch}), float32"),
+        ("in_process_batched_int8", f"in process, batched windows (batch {batch}), int8 MLPs"),
         (
-            "in_process_batched_int8",
-            f"in process, batched windows (batch {f['batch_size']}), int8 encoder MLPs",
+            "in_process_batched_int8_trimmed",
+            f"in process, batched windows (batch {batch}), int8 MLPs, padding trimmed",
         ),
     ):
         row = f.get(name)

@@ -88,7 +88,7 @@ async def test_a_high_job_overtakes_a_backlog_of_normal_ones(
 ) -> None:
     # Given a backlog of normal jobs from one owner (its share in the lane, the rest held),
     # several times what the GPU worker runs at once (one child, or a batched worker's slots)
-    slots = max(1, settings.gpu_batch_size)
+    slots = settings.gpu_task_slots
     clip = speak(SENTENCES[0], tmp_path / "short.wav")
     key = owner_keys["a"]
     backlog = [await _submit(api, clip, key) for _ in range(4 + 4 * slots)]
@@ -116,9 +116,11 @@ async def test_one_owners_backlog_does_not_starve_another_owners_job(
     owner_keys: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    # Given owner A's backlog of 30 jobs, most of them held in PostgreSQL past its share
+    # Given owner A's backlog (30 jobs with one GPU slot, more with more slots), most of them
+    # held in PostgreSQL past its share
     clip = speak(SENTENCES[0], tmp_path / "short.wav")
-    backlog = [await _submit(api, clip, owner_keys["a"]) for _ in range(30)]
+    slots = settings.gpu_task_slots
+    backlog = [await _submit(api, clip, owner_keys["a"]) for _ in range(26 + 4 * slots)]
 
     # when owner B submits one job
     submitted = time.monotonic()
@@ -137,6 +139,5 @@ async def test_one_owners_backlog_does_not_starve_another_owners_job(
     await _cancel_rest(api, backlog, owner_keys["a"])
     # Ahead of it at most: A's share in the lane, and what the worker runs and holds reserved
     # (a slot each: one child, or a batched worker's threads).
-    slots = max(1, settings.gpu_batch_size)
     assert position <= settings.fair_share_per_owner + 2 * slots + 1, order
     assert waiting >= len(backlog) // 2

@@ -26,6 +26,7 @@ from whisper.model import ModelDimensions, Whisper
 from service.core.transcript import TranscriptSegment
 from tests.audio import speak, word_error_rate
 from workers.gpu.batching import BatchedModel, WindowBatcher
+from workers.gpu.padding import TrimmedEncoder, encoded_frames
 from workers.gpu.quantize import PerWindow
 from workers.gpu.weights import KNOWN_MODELS, install_model
 from workers.gpu.whisper import ModelNotInstalled, choose_device, load_model, transcribe
@@ -63,6 +64,12 @@ def tiny(tiny_path: Path, model_dir: Path) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def tiny_int8(tiny_path: Path, model_dir: Path) -> Iterator[Any]:
     yield load_model("tiny.en", model_dir, "cpu", cpu_int8=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_trimmed(tiny_path: Path, model_dir: Path) -> Iterator[Any]:
+    """tiny.en with int8 MLPs (the CPU default) and the windows' padding trimmed."""
+    yield load_model("tiny.en", model_dir, "cpu", cpu_int8=True, trim_padding=True)
 
 
 def official_heads(name: str, layers: int, heads: int) -> list[list[int]]:
@@ -243,3 +250,117 @@ def test_choose_device() -> None:
     assert choose_device("cuda:1") == "cuda:1"
     with pytest.raises(ValueError, match="unknown device"):
         choose_device("tpu")
+
+
+def _window(content_frames: int, *, frames: int = 3000) -> torch.Tensor:
+    """A log-mel window of ``content_frames`` of non-zero frames, then zeros as
+    openai-whisper's ``pad_or_trim`` pads a short window."""
+    mel = torch.zeros(80, frames)
+    mel[:, :content_frames] = torch.randn(
+        80, content_frames, generator=torch.Generator().manual_seed(7)
+    )
+    return mel
+
+
+@pytest.mark.parametrize(
+    ("content", "encoded"),
+    [(0, 1500), (650, 1500), (1300, 1500), (1301, 3000), (2799, 3000), (3000, 3000)],
+)
+def test_a_window_is_encoded_with_its_content_and_two_seconds_of_padding(
+    tiny_trimmed: Any, content: int, encoded: int
+) -> None:
+    mel = _window(content)
+
+    assert encoded_frames(tiny_trimmed, mel) == encoded
+    with torch.inference_mode():
+        features = tiny_trimmed.encoder(mel.unsqueeze(0))
+    # Two mel frames per audio position (the encoder's second convolution has stride 2).
+    assert features.shape == (1, encoded // 2, tiny_trimmed.dims.n_audio_state)
+
+
+def test_a_batch_is_encoded_with_its_longest_window(tiny_trimmed: Any) -> None:
+    assert encoded_frames(tiny_trimmed, torch.stack([_window(650), _window(1000)])) == 1500
+    assert encoded_frames(tiny_trimmed, torch.stack([_window(650), _window(1500)])) == 3000
+
+
+def test_an_untrimmed_model_encodes_thirty_seconds(tiny: Any) -> None:
+    assert not isinstance(tiny.encoder, TrimmedEncoder)
+    assert encoded_frames(tiny, _window(650)) == 3000
+
+
+def test_a_full_window_is_encoded_as_openai_whisper_does(
+    tiny: Any, tiny_path: Path, model_dir: Path
+) -> None:
+    trimmed = load_model("tiny.en", model_dir, "cpu", trim_padding=True)
+    mel = _window(3000).unsqueeze(0)
+
+    with torch.inference_mode():
+        torch.testing.assert_close(trimmed.encoder(mel), tiny.encoder(mel), rtol=0, atol=0)
+
+
+def test_trimmed_padding_keeps_the_text_and_the_timestamps(
+    tiny_int8: Any, tiny_trimmed: Any, tmp_path: Path
+) -> None:
+    # Given clips of two sentences, and one over 30 s (its first window is full)
+    pairs = [f"{a} {b}" for a, b in zip(SENTENCES, MORE_SENTENCES, strict=False)]
+    texts = [*pairs, " ".join([*SENTENCES, *MORE_SENTENCES])]
+    clips = [speak(text, tmp_path / f"clip{i}.wav") for i, text in enumerate(texts)]
+    assert load_audio_seconds(clips[-1]) > 30
+
+    # when each is transcribed with 30 s windows and with the padding trimmed
+    def run(model: Any, clip: Path) -> Any:
+        return transcribe(
+            model, clip, language="en", word_timestamps=True, initial_prompt=None, fp16=False
+        )
+
+    full = [run(tiny_int8, clip) for clip in clips]
+    trimmed = [run(tiny_trimmed, clip) for clip in clips]
+
+    # then the words are about as right
+    def mean_error(results: list[Any]) -> float:
+        rates = [word_error_rate(t, r.text) for t, r in zip(texts, results, strict=True)]
+        return sum(rates) / len(rates)
+
+    assert mean_error(trimmed) <= mean_error(full) + 0.05
+    # and the speech starts and ends where it did
+    for a, b in zip(full, trimmed, strict=True):
+        assert abs(a.segments[0].start - b.segments[0].start) <= 0.5, (a.text, b.text)
+        assert abs(a.segments[-1].end - b.segments[-1].end) <= 0.5, (a.text, b.text)
+    # and a full window is decoded exactly as openai-whisper does
+    first_window = [s for s in full[-1].segments if s.end < 25]
+    assert first_window and trimmed[-1].segments[: len(first_window)] == first_window
+
+
+def test_windows_of_different_lengths_are_batched_apart(tiny_trimmed: Any, tmp_path: Path) -> None:
+    # Given two short clips (encoded as 15 s) and one of 14-28 s (encoded as 30 s)
+    texts = [SENTENCES[0], SENTENCES[1], " ".join([*SENTENCES, MORE_SENTENCES[0]])]
+    clips = [speak(text, tmp_path / f"clip{i}.wav") for i, text in enumerate(texts)]
+    assert 14 < load_audio_seconds(clips[-1]) < 28
+
+    def text(model: Any, clip: Path) -> str:
+        return transcribe(
+            model, clip, language="en", word_timestamps=False, initial_prompt=None, fp16=False
+        ).text
+
+    alone = [text(tiny_trimmed, clip) for clip in clips]
+
+    # when the three are transcribed at once, with room for all three in one batch
+    batcher = WindowBatcher(len(clips), flush_seconds=5.0)
+    try:
+        with ThreadPoolExecutor(len(clips)) as pool:
+            together = list(
+                pool.map(functools.partial(text, BatchedModel(tiny_trimmed, batcher)), clips)
+            )
+    finally:
+        batcher.close()
+
+    # then the two short windows shared a batch, the longer one went alone, and every
+    # clip's text is the same as alone
+    assert batcher.batch_sizes[2] >= 1 and 3 not in batcher.batch_sizes, batcher.batch_sizes
+    assert together == alone
+
+
+def load_audio_seconds(path: Path) -> float:
+    from workers.gpu.decode import load_audio
+
+    return len(load_audio(path)) / 16_000

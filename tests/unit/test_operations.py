@@ -124,3 +124,24 @@ def test_a_familys_first_process_empties_its_folder_and_a_late_one_keeps_the_cou
     exporter._tidy(tmp_path, first=not exporter._live_writers(tmp_path, me=False), me=False)
     kept = sorted(p.name for p in tmp_path.iterdir())
     assert kept == sorted([f"counter_{dead}.db", f"counter_{live}.db", f"gauge_livesum_{live}.db"])
+
+
+@pytest.mark.parametrize(
+    ("environ", "pool", "slots"),
+    [
+        ({}, "prefork", 1),
+        ({"STENO_GPU_CONCURRENCY": "3"}, "prefork", 3),
+        # Batched: task threads for two batches, whatever the prefork concurrency says.
+        ({"STENO_GPU_BATCH_SIZE": "4", "STENO_GPU_CONCURRENCY": "3"}, "threads", 8),
+    ],
+)
+def test_the_gpu_worker_runs_as_many_jobs_as_its_task_slots(
+    tmp_path: Path, environ: dict[str, str], pool: str, slots: int
+) -> None:
+    settings = load_settings(environ, data_dir=tmp_path)
+
+    argv = process_argv("worker-gpu", settings)
+
+    assert settings.gpu_task_slots == slots
+    assert argv[argv.index("-P") + 1] == pool
+    assert argv[argv.index("-c") + 1] == str(slots)

@@ -130,6 +130,7 @@ class GpuRuntime:
                 self.settings.models_dir,
                 self.device,
                 cpu_int8=self.settings.whisper_cpu_int8,
+                trim_padding=self.settings.whisper_trim_padding,
             )
             log.info(
                 "loaded Whisper %r on %s in %.1f s",

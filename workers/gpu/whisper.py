@@ -18,6 +18,7 @@ import torch
 
 from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
 from workers.gpu.decode import load_audio
+from workers.gpu.padding import trim_encoder_padding
 from workers.gpu.quantize import quantize_encoder_int8
 
 if TYPE_CHECKING:
@@ -60,12 +61,18 @@ def choose_device(preference: str = "auto", *, slot: int = 0) -> str:
 
 
 def load_model(
-    name_or_path: str, model_dir: Path, device: str, *, cpu_int8: bool = False
+    name_or_path: str,
+    model_dir: Path,
+    device: str,
+    *,
+    cpu_int8: bool = False,
+    trim_padding: bool = False,
 ) -> whisper.model.Whisper:
     """Load a Whisper model onto ``device``, warmed up and in eval mode.
 
     With ``cpu_int8`` and a CPU device, the audio encoder's MLP layers run int8, each
-    window on its own (``workers.gpu.quantize``).
+    window on its own (``workers.gpu.quantize``). With ``trim_padding``, the encoder skips
+    most of a short window's zero padding (``workers.gpu.padding``).
 
     Resolution order: ``name_or_path`` as an existing checkpoint file; then
     ``model_dir / f"{name}.pt"`` (what ``steno models install`` writes); then openai-whisper's own
@@ -95,6 +102,8 @@ def load_model(
     model.eval()
     if cpu_int8 and model.device.type == "cpu":
         quantize_encoder_int8(model)
+    if trim_padding:
+        trim_encoder_padding(model)
     _warm_up(model)
     return model
 

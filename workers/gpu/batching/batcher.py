@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from workers.gpu.padding import encoded_frames
+
 __all__ = ["WindowBatcher"]
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ class _Window:
     model: Any
     mel: torch.Tensor
     options: Any
-    key: tuple[int, str]
+    key: tuple[int, str, int]
     arrived: float
     result: Future[Any] = field(default_factory=Future)
 
@@ -39,10 +41,11 @@ class WindowBatcher:
 
     A window waits at most ``flush_seconds`` for others to join it (a lone job is barely
     delayed); windows that queued while a batch was decoding go out together at once. Only
-    windows with the same model and ``DecodingOptions`` share a batch (whisper decodes one
-    option set per call), and a batch holds at most ``max_batch`` windows. Every forward pass
-    of the process runs under ``forward_lock``: whisper installs its kv-cache and alignment
-    hooks on the shared modules for the length of a call.
+    windows with the same model, ``DecodingOptions`` and encoded length share a batch
+    (whisper decodes one option set per call, and a window's padding is trimmed to its own
+    length: ``workers.gpu.padding``), and a batch holds at most ``max_batch`` windows.
+    Every forward pass of the process runs under ``forward_lock``: whisper installs its
+    kv-cache and alignment hooks on the shared modules for the length of a call.
     """
 
     def __init__(self, max_batch: int, flush_seconds: float) -> None:
@@ -63,7 +66,8 @@ class WindowBatcher:
             # A caller batching on its own: not ours to split.
             with self.forward_lock, torch.inference_mode():
                 return model.decode(mel, options)
-        window = _Window(model, mel, options, (id(model), repr(options)), time.monotonic())
+        key = (id(model), repr(options), encoded_frames(model, mel))
+        window = _Window(model, mel, options, key, time.monotonic())
         with self._wake:
             if self._closed:
                 raise RuntimeError("the window batcher is closed")
