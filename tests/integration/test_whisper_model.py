@@ -12,6 +12,7 @@ import gzip
 import itertools
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -159,25 +160,11 @@ def test_an_int8_transcript_does_not_depend_on_its_batch_mates(
     # Given three clips transcribed one after another by the int8 model
     clips = [speak(s, tmp_path / f"clip{i}.wav") for i, s in enumerate(SENTENCES)]
 
-    def text(model: Any, clip: Path) -> str:
-        return transcribe(
-            model, clip, language="en", word_timestamps=False, initial_prompt=None, fp16=False
-        ).text
-
-    alone = [text(tiny_int8, clip) for clip in clips]
-
     # when the three are transcribed at once, their windows decoded in one batch
-    batcher = WindowBatcher(len(clips), flush_seconds=5.0)
-    try:
-        with ThreadPoolExecutor(len(clips)) as pool:
-            together = list(
-                pool.map(functools.partial(text, BatchedModel(tiny_int8, batcher)), clips)
-            )
-    finally:
-        batcher.close()
+    alone, together, batch_sizes = _alone_and_together(tiny_int8, clips)
 
     # then each clip's text is the same as alone
-    assert batcher.batch_sizes[len(clips)] >= 1, batcher.batch_sizes
+    assert batch_sizes[len(clips)] >= 1, batch_sizes
     assert together == alone
 
 
@@ -337,27 +324,32 @@ def test_windows_of_different_lengths_are_batched_apart(tiny_trimmed: Any, tmp_p
     clips = [speak(text, tmp_path / f"clip{i}.wav") for i, text in enumerate(texts)]
     assert 14 < load_audio_seconds(clips[-1]) < 28
 
+    # when the three are transcribed at once, with room for all three in one batch
+    alone, together, batch_sizes = _alone_and_together(tiny_trimmed, clips)
+
+    # then the two short windows shared a batch, the longer one went alone, and every
+    # clip's text is the same as alone
+    assert batch_sizes[2] >= 1 and 3 not in batch_sizes, batch_sizes
+    assert together == alone
+
+
+def _alone_and_together(model: Any, clips: list[Path]) -> tuple[list[str], list[str], Counter[int]]:
+    """Each clip's text transcribed alone, then all at once through one window batcher with
+    room for all of them; and the sizes of the batches it decoded."""
+
     def text(model: Any, clip: Path) -> str:
         return transcribe(
             model, clip, language="en", word_timestamps=False, initial_prompt=None, fp16=False
         ).text
 
-    alone = [text(tiny_trimmed, clip) for clip in clips]
-
-    # when the three are transcribed at once, with room for all three in one batch
+    alone = [text(model, clip) for clip in clips]
     batcher = WindowBatcher(len(clips), flush_seconds=5.0)
     try:
         with ThreadPoolExecutor(len(clips)) as pool:
-            together = list(
-                pool.map(functools.partial(text, BatchedModel(tiny_trimmed, batcher)), clips)
-            )
+            together = list(pool.map(functools.partial(text, BatchedModel(model, batcher)), clips))
     finally:
         batcher.close()
-
-    # then the two short windows shared a batch, the longer one went alone, and every
-    # clip's text is the same as alone
-    assert batcher.batch_sizes[2] >= 1 and 3 not in batcher.batch_sizes, batcher.batch_sizes
-    assert together == alone
+    return alone, together, batcher.batch_sizes
 
 
 def load_audio_seconds(path: Path) -> float:
