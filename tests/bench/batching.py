@@ -5,8 +5,8 @@ The same 20 espeak-ng clips (two distinct sentences each, 5-7 s) are transcribed
    float32 and 30 s windows as openai-whisper ships it (the reference); then with the encoder's
    MLP layers int8 (``STENO_WHISPER_CPU_INT8``, the CPU default); then also with the
    windows' padding trimmed (``STENO_WHISPER_TRIM_PADDING``, off by default);
-2. the same three in process, with ``2 * BATCH`` threads (as the batched GPU worker's task
-   slots, ``Settings.gpu_task_slots``) whose windows share one ``WindowBatcher``;
+2. the same three in process, with as many threads as the batched GPU worker has task slots
+   (``Settings.gpu_task_slots``), whose windows share one ``WindowBatcher``;
 3. Steno's whole stack (API, IO worker, GPU worker, beat), 20 uploads at once, batching off;
 4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``), and with batching on and the
    padding trimmed;
@@ -17,6 +17,7 @@ Each row reports wall seconds (until the last clip is done) and the mean word er
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import statistics
@@ -71,7 +72,8 @@ def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict
         batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
         shared = BatchedModel(model, batcher)
         try:
-            with ThreadPoolExecutor(2 * BATCH) as pool:
+            slots = dataclasses.replace(settings, gpu_batch_size=BATCH).gpu_task_slots
+            with ThreadPoolExecutor(slots) as pool:
                 list(pool.map(functools.partial(_transcribe, shared), clips[:BATCH]))  # warm
                 batcher.batch_sizes.clear()
                 began = time.perf_counter()
@@ -162,7 +164,6 @@ def _stack(tmp: Path, clips: list[Path], texts: list[str], batch: int, *, trim: 
         whisper_device="cpu",
         gpu_batch_size=batch,
         gpu_batch_flush_ms=FLUSH_MS,
-        whisper_cpu_int8=True,
         whisper_trim_padding=trim,
     )
     key = make_key(settings, "bench")

@@ -27,6 +27,7 @@ from whisper.model import ModelDimensions, Whisper
 from service.core.transcript import TranscriptSegment
 from tests.audio import speak, word_error_rate
 from workers.gpu.batching import BatchedModel, WindowBatcher
+from workers.gpu.decode import SAMPLE_RATE, load_audio
 from workers.gpu.padding import TrimmedEncoder, encoded_frames
 from workers.gpu.quantize import PerWindow
 from workers.gpu.weights import KNOWN_MODELS, install_model
@@ -239,10 +240,10 @@ def test_choose_device() -> None:
         choose_device("tpu")
 
 
-def _window(content_frames: int, *, frames: int = 3000) -> torch.Tensor:
-    """A log-mel window of ``content_frames`` of non-zero frames, then zeros as
+def _window(content_frames: int) -> torch.Tensor:
+    """A 30 s log-mel window of ``content_frames`` of non-zero frames, then zeros as
     openai-whisper's ``pad_or_trim`` pads a short window."""
-    mel = torch.zeros(80, frames)
+    mel = torch.zeros(80, 3000)
     mel[:, :content_frames] = torch.randn(
         80, content_frames, generator=torch.Generator().manual_seed(7)
     )
@@ -353,6 +354,4 @@ def _alone_and_together(model: Any, clips: list[Path]) -> tuple[list[str], list[
 
 
 def load_audio_seconds(path: Path) -> float:
-    from workers.gpu.decode import load_audio
-
-    return len(load_audio(path)) / 16_000
+    return len(load_audio(path)) / SAMPLE_RATE
