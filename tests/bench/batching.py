@@ -54,6 +54,11 @@ def _transcribe(model: Any, clip: Path) -> str:
     ).text
 
 
+def _joined(batcher: Any, model: Any, clip: Path) -> str:
+    with batcher.joined():  # as the GPU worker's task threads do
+        return _transcribe(model, clip)
+
+
 def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict[str, Any]:
     from workers.gpu.batching import BatchedModel, WindowBatcher
 
@@ -70,14 +75,14 @@ def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict
         figures[f"warm_sequential{suffix}"] = _row(time.perf_counter() - began, texts, sequential)
 
         batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
-        shared = BatchedModel(model, batcher)
+        job = functools.partial(_joined, batcher, BatchedModel(model, batcher))
         try:
             slots = dataclasses.replace(settings, gpu_batch_size=BATCH).gpu_task_slots
             with ThreadPoolExecutor(slots) as pool:
-                list(pool.map(functools.partial(_transcribe, shared), clips[:BATCH]))  # warm
+                list(pool.map(job, clips[:BATCH]))  # warm
                 batcher.batch_sizes.clear()
                 began = time.perf_counter()
-                batched = list(pool.map(functools.partial(_transcribe, shared), clips))
+                batched = list(pool.map(job, clips))
                 wall = time.perf_counter() - began
         finally:
             batcher.close()

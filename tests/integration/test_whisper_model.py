@@ -12,6 +12,8 @@ import gzip
 import itertools
 import os
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -355,3 +357,121 @@ def _alone_and_together(model: Any, clips: list[Path]) -> tuple[list[str], list[
 
 def load_audio_seconds(path: Path) -> float:
     return len(load_audio(path)) / SAMPLE_RATE
+
+
+def _mel_and_options(model: Any, clip: Path) -> tuple[torch.Tensor, Any]:
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(load_audio(clip)))
+    options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False)
+    return mel, options
+
+
+def test_a_partial_batch_waits_for_a_job_that_is_still_loading_its_audio(
+    tiny: Any, tmp_path: Path
+) -> None:
+    # Given two joined jobs on a batcher of two whose flush interval is short, one ready
+    # at once and one that takes 0.3 s more to load its audio
+    clip = speak(SENTENCES[0], tmp_path / "clip.wav")
+    mel, options = _mel_and_options(tiny, clip)
+    batcher = WindowBatcher(2, flush_seconds=0.02)
+
+    def job(delay: float) -> str:
+        with batcher.joined():
+            time.sleep(delay)
+            return str(BatchedModel(tiny, batcher).decode(mel, options).text)
+
+    # when both decode their window
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            texts = list(pool.map(job, [0.0, 0.3]))
+    finally:
+        batcher.close()
+
+    # then the ready window waited past the flush interval: one batch of two
+    assert batcher.batch_sizes == Counter({2: 1}), batcher.batch_sizes
+    assert texts[0] == texts[1] and texts[0]
+
+
+def test_without_joining_a_window_waits_only_the_flush_interval(tiny: Any, tmp_path: Path) -> None:
+    # Given the same two windows from threads that did not join (nothing tells the batcher
+    # a second one is coming)
+    clip = speak(SENTENCES[0], tmp_path / "clip.wav")
+    mel, options = _mel_and_options(tiny, clip)
+    batcher = WindowBatcher(2, flush_seconds=0.02)
+
+    def job(delay: float) -> str:
+        time.sleep(delay)
+        return str(BatchedModel(tiny, batcher).decode(mel, options).text)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(job, [0.0, 0.3]))
+    finally:
+        batcher.close()
+
+    # then each went in a batch of its own
+    assert batcher.batch_sizes == Counter({1: 2}), batcher.batch_sizes
+
+
+def test_a_joined_job_that_queues_nothing_holds_a_batch_only_so_long(
+    tiny: Any, tmp_path: Path
+) -> None:
+    # Given a joined job that stays joined for long and never queues a window (its audio
+    # takes long to load), and another joined job's window
+    clip = speak(SENTENCES[0], tmp_path / "clip.wav")
+    mel, options = _mel_and_options(tiny, clip)
+    batcher = WindowBatcher(2, flush_seconds=0.02)
+    decoded = threading.Event()
+
+    def slow() -> bool:
+        with batcher.joined():
+            return decoded.wait(timeout=30.0)
+
+    def ready() -> str:
+        with batcher.joined():
+            text = str(BatchedModel(tiny, batcher).decode(mel, options).text)
+        decoded.set()
+        return text
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waited = pool.submit(slow)
+            text = pool.submit(ready).result()
+            # then the window went alone after the hold (about 1 s before any batch was
+            # timed), while the slow job was still joined
+            assert waited.result() is True
+    finally:
+        batcher.close()
+    assert text and batcher.batch_sizes == Counter({1: 1})
+
+
+def test_a_job_leaving_without_a_window_releases_the_batch_it_held(
+    tiny: Any, tmp_path: Path
+) -> None:
+    # Given a joined job that leaves without queueing a window while another's waits
+    clip = speak(SENTENCES[0], tmp_path / "clip.wav")
+    mel, options = _mel_and_options(tiny, clip)
+    batcher_hold = 30.0
+    batcher = WindowBatcher(2, flush_seconds=0.02, first_hold_seconds=batcher_hold)
+    left = threading.Event()
+
+    def leaver() -> None:
+        with batcher.joined():
+            time.sleep(0.3)
+        left.set()
+
+    def ready() -> float:
+        with batcher.joined():
+            BatchedModel(tiny, batcher).decode(mel, options)
+        return time.monotonic()
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            began = time.monotonic()
+            pool.submit(leaver)
+            done = pool.submit(ready).result(timeout=batcher_hold / 2)
+    finally:
+        batcher.close()
+
+    # then the window went as soon as the other job left, not after the hold
+    assert left.is_set() and done - began < batcher_hold / 2
+    assert batcher.batch_sizes == Counter({1: 1})

@@ -97,6 +97,11 @@ class GpuRuntime:
         every job is admitted at once (the batched runtime decides who runs beside whom)."""
         return contextlib.nullcontext()
 
+    def transcribing(self) -> contextlib.AbstractContextManager[None]:
+        """Around one job's Whisper call: a prefork child decodes one job at a time, so there
+        is nothing to tell (the batched runtime tells its batcher a job is transcribing)."""
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def lease_kept(self, claim: transitions.Claim) -> Iterator[None]:
         """Renew ``claim``'s lease every quarter lease while the block runs."""

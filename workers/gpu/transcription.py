@@ -227,18 +227,19 @@ def _transcribe(runtime: GpuRuntime, claim: transitions.Claim, model: Any) -> Tr
     )
     faults.checkpoint(runtime.settings, "before_whisper", claim, check_claim=lambda: report(0.0))
     try:
-        return transcribe(
-            model,
-            Path(str(claim.audio_path)),
-            language=claim.language,
-            # Diarization splits segments at speaker changes between words.
-            word_timestamps=claim.word_timestamps or claim.diarization is not None,
-            initial_prompt=claim.initial_prompt,
-            fp16=runtime.device.startswith("cuda"),
-            on_segment=on_segment,
-            task=claim.task,
-            temperature=claim.temperature,
-        )
+        with runtime.transcribing():
+            return transcribe(
+                model,
+                Path(str(claim.audio_path)),
+                language=claim.language,
+                # Diarization splits segments at speaker changes between words.
+                word_timestamps=claim.word_timestamps or claim.diarization is not None,
+                initial_prompt=claim.initial_prompt,
+                fp16=runtime.device.startswith("cuda"),
+                on_segment=on_segment,
+                task=claim.task,
+                temperature=claim.temperature,
+            )
     except RuntimeError as exc:
         # whisper.load_audio wraps ffmpeg's failure this way.
         if "Failed to load audio" in str(exc):

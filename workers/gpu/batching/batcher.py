@@ -5,14 +5,22 @@ temperature fallback, prompts: all per job); only the step that decodes one wind
 to the ``WindowBatcher``. Its thread stacks the pending windows that share a model and decoding
 options into one ``whisper.decode(model, mel_batch, options)`` call and hands each job its own
 result, so a long job takes one slot per step and never holds up the short ones beside it.
+
+A job's thread transcribes inside ``joined()``: the batcher then knows the job will queue
+another window soon (its first one while it loads its audio, its next one while it handles
+the last one's segments or aligns its words), and holds a partial batch for it, up to one
+batch's decode time. Without that, batches came out partial in turns: the windows that were
+ready went while the others were still on their way, and those made up a second, small batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +33,9 @@ __all__ = ["WindowBatcher"]
 
 log = logging.getLogger(__name__)
 
+# How long the first batch may wait for joined jobs' windows, before any batch has been timed.
+FIRST_HOLD_SECONDS = 1.0
+
 
 @dataclass(eq=False)
 class _Window:
@@ -33,6 +44,7 @@ class _Window:
     options: Any
     key: tuple[int, str, int]
     arrived: float
+    joined: bool
     result: Future[Any] = field(default_factory=Future)
 
 
@@ -40,7 +52,11 @@ class WindowBatcher:
     """Decodes the windows jobs submit, several per forward pass.
 
     A window waits at most ``flush_seconds`` for others to join it (a lone job is barely
-    delayed); windows that queued while a batch was decoding go out together at once. Only
+    delayed); windows that queued while a batch was decoding go out together at once. While
+    a job transcribing in ``joined()`` has no window queued, a partial batch waits for it
+    instead, up to as long as the last batch took to decode (``first_hold_seconds`` before
+    the first): waiting longer would cost more than decoding its window in a batch of its
+    own. Only
     windows with the same model, ``DecodingOptions`` and encoded length share a batch
     (whisper decodes one option set per call, and a window's padding is trimmed to its own
     length: ``workers.gpu.padding``), and a batch holds at most ``max_batch`` windows.
@@ -48,7 +64,13 @@ class WindowBatcher:
     kv-cache and alignment hooks on the shared modules for the length of a call.
     """
 
-    def __init__(self, max_batch: int, flush_seconds: float) -> None:
+    def __init__(
+        self,
+        max_batch: int,
+        flush_seconds: float,
+        *,
+        first_hold_seconds: float = FIRST_HOLD_SECONDS,
+    ) -> None:
         self.max_batch = max(1, max_batch)
         self.flush_seconds = max(0.0, flush_seconds)
         self.forward_lock = threading.RLock()
@@ -56,6 +78,11 @@ class WindowBatcher:
         self._pending: list[_Window] = []
         self._wake = threading.Condition()
         self._closed = False
+        # Threads inside joined(), and how many of their windows are queued or decoding.
+        self._joined = 0
+        self._joined_windows = 0
+        self._hold_seconds = first_hold_seconds
+        self._in_joined = threading.local()
         self._thread = threading.Thread(target=self._run, name="steno-gpu-batcher", daemon=True)
         self._thread.start()
 
@@ -67,13 +94,33 @@ class WindowBatcher:
             with self.forward_lock, torch.inference_mode():
                 return model.decode(mel, options)
         key = (id(model), repr(options), encoded_frames(model, mel))
-        window = _Window(model, mel, options, key, time.monotonic())
+        joined = getattr(self._in_joined, "value", False)
+        window = _Window(model, mel, options, key, time.monotonic(), joined)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the window batcher is closed")
             self._pending.append(window)
+            self._joined_windows += joined
             self._wake.notify()
         return window.result.result()
+
+    @contextlib.contextmanager
+    def joined(self) -> Iterator[None]:
+        """Within the block, this thread transcribes one job: while it has no window queued,
+        partial batches wait for its next one (see the class)."""
+        if getattr(self._in_joined, "value", False):
+            yield
+            return
+        with self._wake:
+            self._joined += 1
+        self._in_joined.value = True
+        try:
+            yield
+        finally:
+            self._in_joined.value = False
+            with self._wake:
+                self._joined -= 1
+                self._wake.notify()
 
     def close(self) -> None:
         """Stop the batcher thread once the windows already queued are decoded."""
@@ -92,7 +139,9 @@ class WindowBatcher:
                     continue
                 oldest = self._pending[0]
                 group = [w for w in self._pending if w.key == oldest.key][: self.max_batch]
-                wait = oldest.arrived + self.flush_seconds - time.monotonic()
+                expected = self._joined - self._joined_windows
+                hold = max(self.flush_seconds, self._hold_seconds if expected else 0.0)
+                wait = oldest.arrived + hold - time.monotonic()
                 if len(group) >= self.max_batch or wait <= 0 or self._closed:
                     taken = {id(w) for w in group}
                     self._pending = [w for w in self._pending if id(w) not in taken]
@@ -104,15 +153,25 @@ class WindowBatcher:
 
         while (batch := self._next_batch()) is not None:
             first = batch[0]
+            began = time.monotonic()
             try:
                 with self.forward_lock, torch.inference_mode():
                     mels = torch.stack([w.mel for w in batch])
                     results = openai_whisper.decode(first.model, mels, first.options)
             except BaseException as exc:
+                self._returned(batch, None)
                 for window in batch:
                     window.result.set_exception(exc)
                 continue
+            self._returned(batch, time.monotonic() - began)
             self.batch_sizes[len(batch)] += 1
             log.info("decoded a batch of %d windows", len(batch))
             for window, result in zip(batch, results, strict=True):
                 window.result.set_result(result)
+
+    def _returned(self, batch: list[_Window], seconds: float | None) -> None:
+        # Before the results are handed back: from now on their jobs are expected again.
+        with self._wake:
+            self._joined_windows -= sum(w.joined for w in batch)
+            if seconds is not None:
+                self._hold_seconds = seconds

@@ -43,6 +43,10 @@ class BatchedRuntime(GpuRuntime):
         with self.gate.admitted(alone=alone):
             yield
 
+    def transcribing(self) -> contextlib.AbstractContextManager[None]:
+        """The job in this thread is transcribing: partial batches wait for its windows."""
+        return self.batcher.joined()
+
     def model(self, name: str) -> Any:
         """The named model, shared by every thread, wrapped for batched decoding."""
         with self._models_lock:
