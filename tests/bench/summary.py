@@ -90,6 +90,22 @@ def _batching(f: Figures) -> list[Row]:
                 row["speedup_vs_warm_sequential"] >= 1.5 and beats_fw and same_wer,
             )
         )
+    long = f.get("long_files")
+    if long:
+        rows.append(
+            Row(
+                f"{long['files']} files of about {long['seconds_per_file']} s ({f['model']}), "
+                f"in process, batched windows (batch {batch}), int8 MLPs, until all complete",
+                f"{long['batched']['wall_seconds']} s (WER "
+                f"{long['batched']['word_error_rate_mean']}; batches "
+                f"{long['batched']['batch_sizes']})",
+                f"the same files one after another: {long['sequential']['wall_seconds']} s "
+                f"(WER {long['sequential']['word_error_rate_mean']})",
+                f"{long['batched']['speedup_vs_sequential']}x sequential",
+                "—",
+                None,
+            )
+        )
     return rows
 
 

@@ -1,8 +1,9 @@
 """Batched Whisper inference across jobs (``STENO_GPU_BATCH_SIZE`` > 1).
 
-The GPU worker then runs Celery's threads pool: one process, one model, ``STENO_GPU_BATCH_SIZE``
-task threads, each running one job's ordinary flow (claim, lease, events, fencing) and handing
-its windows to one ``WindowBatcher``.
+The GPU worker then runs Celery's threads pool: one process, one model, two batches' worth of
+task threads (``Settings.gpu_task_slots``), each running one job's ordinary flow (claim,
+lease, events, fencing) and handing its windows to one ``WindowBatcher``, which decodes
+windows prompted differently in one pass (``prompts``).
 """
 
 from workers.gpu.batching.batcher import WindowBatcher
