@@ -3,8 +3,8 @@
 Each job runs openai-whisper's own ``transcribe`` in its task thread (seek, timestamps,
 temperature fallback, prompts: all per job); only the step that decodes one window is handed
 to the ``WindowBatcher``. Its thread stacks the pending windows that share a model and decoding
-options into one ``whisper.decode(model, mel_batch, options)`` call and hands each job its own
-result, so a long job takes one slot per step and never holds up the short ones beside it.
+options (each keeps its own prompt: ``prompts``) into one forward pass and hands each job its
+own result, so a long job takes one slot per step and never holds up the short ones beside it.
 
 A job's thread transcribes inside ``joined()``: the batcher then knows the job will queue
 another window soon (its first one while it loads its audio, its next one while it handles
