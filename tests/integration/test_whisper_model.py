@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import functools
 import gzip
+import importlib
 import itertools
 import os
 import sys
@@ -32,6 +33,7 @@ from tests.audio import speak, word_error_rate
 from workers.gpu.batching import BatchedModel, WindowBatcher
 from workers.gpu.batching.prompts import PromptedTask, batch_key, decode_batch
 from workers.gpu.decode import SAMPLE_RATE, load_audio
+from workers.gpu.mel import log_mel_spectrogram
 from workers.gpu.padding import TrimmedEncoder, encoded_frames
 from workers.gpu.quantize import PerWindow
 from workers.gpu.weights import KNOWN_MODELS, install_model
@@ -558,3 +560,39 @@ def test_long_prompts_let_every_window_of_two_jobs_share_a_batch(tiny: Any, tmp_
     # alone), and each text is the same as alone
     assert batcher.batch_sizes[2] >= 2, batcher.batch_sizes
     assert together == alone
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+@pytest.mark.parametrize(
+    "samples", [0, 1, 399, 16_000 * 2 + 7, 16_000 * 6, 16_000 * 29 + 1, 16_000 * 31 + 77]
+)
+def test_the_log_mel_spectrogram_is_openai_whispers_bit_for_bit(n_mels: int, samples: int) -> None:
+    noise = np.random.default_rng(samples).standard_normal(samples).astype(np.float32) * 0.1
+    for audio in (noise, np.zeros(samples, dtype=np.float32), torch.from_numpy(noise)):
+        for padding in (whisper.audio.N_SAMPLES, 0, 160, 16_000):
+            try:
+                expected = whisper.audio.log_mel_spectrogram(audio, n_mels, padding=padding)
+            except RuntimeError:  # too short for an STFT frame: the same error
+                with pytest.raises(RuntimeError):
+                    log_mel_spectrogram(audio, n_mels, padding=padding)
+                continue
+            got = log_mel_spectrogram(audio, n_mels, padding=padding)
+            assert got.shape == expected.shape and torch.equal(got, expected), (padding, audio)
+
+
+def test_the_log_mel_spectrogram_of_speech_is_openai_whispers(tmp_path: Path) -> None:
+    audio = load_audio(speak(" ".join(SENTENCES), tmp_path / "speech.wav"))
+    expected = whisper.audio.log_mel_spectrogram(audio, 80, padding=whisper.audio.N_SAMPLES)
+    assert torch.equal(log_mel_spectrogram(audio, 80, padding=whisper.audio.N_SAMPLES), expected)
+
+
+def test_transcribe_computes_its_spectrogram_with_stenos(tiny: Any, tmp_path: Path) -> None:
+    transcribe(
+        tiny,
+        speak(SENTENCES[0], tmp_path / "clip.wav"),
+        language="en",
+        word_timestamps=False,
+        initial_prompt=None,
+        fp16=False,
+    )
+    assert importlib.import_module("whisper.transcribe").log_mel_spectrogram is log_mel_spectrogram

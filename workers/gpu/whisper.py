@@ -18,6 +18,7 @@ import torch
 
 from service.core.transcript import Transcript, TranscriptSegment, TranscriptWord
 from workers.gpu.decode import load_audio
+from workers.gpu.mel import install_log_mel
 from workers.gpu.padding import trim_encoder_padding
 from workers.gpu.quantize import quantize_encoder_int8
 
@@ -272,6 +273,7 @@ def transcribe(
     """
     import whisper as openai_whisper
 
+    install_log_mel()  # the same spectrogram, without the STFT of 30 s of padding
     audio = load_audio(audio_path)
     duration = len(audio) / SAMPLE_RATE
     if not model.is_multilingual:
