@@ -32,7 +32,7 @@ from whisper.model import ModelDimensions, Whisper
 from service.core.transcript import TranscriptSegment
 from tests.audio import speak, word_error_rate
 from workers.gpu.batching import BatchedModel, WindowBatcher
-from workers.gpu.batching.prompts import PromptedTask, batch_key, decode_batch
+from workers.gpu.batching.prompts import PromptedTask, batch_key, decode_batch, initial_tokens
 from workers.gpu.decode import SAMPLE_RATE, load_audio
 from workers.gpu.mel import log_mel_spectrogram
 from workers.gpu.padding import TrimmedEncoder, encoded_frames
@@ -364,7 +364,7 @@ def load_audio_seconds(path: Path) -> float:
     return len(load_audio(path)) / SAMPLE_RATE
 
 
-def _mel_and_options(model: Any, clip: Path) -> tuple[torch.Tensor, Any]:
+def _mel_and_options(clip: Path) -> tuple[torch.Tensor, Any]:
     mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(load_audio(clip)))
     options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False)
     return mel, options
@@ -381,7 +381,7 @@ def test_a_partial_batch_waits_for_a_joined_job_that_is_still_loading_its_audio(
     # Given two jobs on a batcher of two whose flush interval is short, one ready at once
     # and one that takes 0.3 s more to load its audio
     clip = speak(SENTENCES[0], tmp_path / "clip.wav")
-    mel, options = _mel_and_options(tiny, clip)
+    mel, options = _mel_and_options(clip)
     batcher = WindowBatcher(2, flush_seconds=0.02)
 
     def job(delay: float) -> str:
@@ -408,7 +408,7 @@ def test_a_joined_job_that_queues_nothing_holds_a_batch_only_so_long(
     # Given a joined job that stays joined for long and never queues a window (its audio
     # takes long to load), and another joined job's window
     clip = speak(SENTENCES[0], tmp_path / "clip.wav")
-    mel, options = _mel_and_options(tiny, clip)
+    mel, options = _mel_and_options(clip)
     batcher = WindowBatcher(2, flush_seconds=0.02)
     decoded = threading.Event()
 
@@ -439,7 +439,7 @@ def test_a_job_leaving_without_a_window_releases_the_batch_it_held(
 ) -> None:
     # Given a joined job that leaves without queueing a window while another's waits
     clip = speak(SENTENCES[0], tmp_path / "clip.wav")
-    mel, options = _mel_and_options(tiny, clip)
+    mel, options = _mel_and_options(clip)
     batcher_hold = 30.0
     batcher = WindowBatcher(2, flush_seconds=0.02, first_hold_seconds=batcher_hold)
     left = threading.Event()
@@ -474,14 +474,16 @@ def test_prompts_of_one_length_share_a_batch_key_and_others_do_not(tiny: Any) ->
     assert len(a) == len(b) and a != b
 
     def key(**changes: Any) -> Any:
-        return batch_key(tiny, dataclasses.replace(options, **changes))
+        changed = dataclasses.replace(options, **changes)
+        return batch_key(changed, initial_tokens(tiny, changed))
 
     assert key(prompt=a) == key(prompt=b)
     assert key(prompt=a) != key(prompt=a[:-1])
     assert key(prompt=a) != key(prompt=a, temperature=0.2)
     assert key(prompt=None) == key(prompt=[]) != key(prompt=a)
     with pytest.raises(ValueError, match="same number of tokens"):
-        PromptedTask(tiny, options, [a, a[:-1]])
+        rows = [initial_tokens(tiny, dataclasses.replace(options, prompt=p)) for p in (a, a[:-1])]
+        PromptedTask(tiny, options, rows)
 
 
 def test_windows_prompted_differently_decode_together_as_they_do_alone(
@@ -489,7 +491,7 @@ def test_windows_prompted_differently_decode_together_as_they_do_alone(
 ) -> None:
     # Given two windows, each prompted with a different text of one length
     clips = [speak(text, tmp_path / f"clip{i}.wav") for i, text in enumerate(SENTENCES[:2])]
-    mels = [_mel_and_options(tiny, clip)[0] for clip in clips]
+    mels = [_mel_and_options(clip)[0] for clip in clips]
     tokenizer = whisper.tokenizer.get_tokenizer(False)
     prompts = [tokenizer.encode(" " + text) for text in MORE_SENTENCES[:2]]
     prompts = [prompt[: min(map(len, prompts))] for prompt in prompts]
@@ -498,7 +500,8 @@ def test_windows_prompted_differently_decode_together_as_they_do_alone(
     # when they are decoded in one batch
     with torch.inference_mode():
         alone = [whisper.decode(tiny, mel, opts) for mel, opts in zip(mels, options, strict=True)]
-        together = decode_batch(tiny, torch.stack(mels), options)
+        rows = [initial_tokens(tiny, opts) for opts in options]
+        together = decode_batch(tiny, torch.stack(mels), options[0], rows)
 
     # then each gets the tokens, text and probabilities it gets alone
     for one, batched in zip(alone, together, strict=True):

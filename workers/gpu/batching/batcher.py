@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from workers.gpu.batching.prompts import batch_key, decode_batch
+from workers.gpu.batching.prompts import batch_key, decode_batch, initial_tokens
 from workers.gpu.padding import encoded_frames
 
 __all__ = ["WindowBatcher"]
@@ -43,6 +43,7 @@ class _Window:
     model: Any
     mel: torch.Tensor
     options: Any
+    initial: tuple[int, ...]
     key: tuple[int, str, int, int]
     arrived: float
     joined: bool
@@ -94,9 +95,11 @@ class WindowBatcher:
             # A caller batching on its own: not ours to split.
             with self.forward_lock, torch.inference_mode():
                 return model.decode(mel, options)
-        key = (id(model), *batch_key(model, options), encoded_frames(model, mel))
+        # In the job's thread: the batcher's own thread is the one every job waits on.
+        initial = initial_tokens(model, options)
+        key = (id(model), *batch_key(options, initial), encoded_frames(model, mel))
         joined = getattr(self._in_joined, "value", False)
-        window = _Window(model, mel, options, key, time.monotonic(), joined)
+        window = _Window(model, mel, options, initial, key, time.monotonic(), joined)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the window batcher is closed")
@@ -156,7 +159,8 @@ class WindowBatcher:
             try:
                 with self.forward_lock, torch.inference_mode():
                     mels = torch.stack([w.mel for w in batch])
-                    results = decode_batch(first.model, mels, [w.options for w in batch])
+                    rows = [w.initial for w in batch]
+                    results = decode_batch(first.model, mels, first.options, rows)
             except BaseException as exc:
                 self._returned(batch, None)
                 for window in batch:

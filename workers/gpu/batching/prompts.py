@@ -18,26 +18,28 @@ from typing import Any
 import torch
 from whisper.decoding import DecodingOptions, DecodingResult, DecodingTask
 
-__all__ = ["PromptedTask", "batch_key", "decode_batch"]
+__all__ = ["PromptedTask", "batch_key", "decode_batch", "initial_tokens"]
 
 
-def batch_key(model: Any, options: DecodingOptions) -> tuple[str, int]:
+def initial_tokens(model: Any, options: DecodingOptions) -> tuple[int, ...]:
+    """The tokens in front of the first one decoded for a window with ``options``: its
+    prompt's, then the start-of-transcript sequence."""
+    return tuple(DecodingTask(model, options).initial_tokens)
+
+
+def batch_key(options: DecodingOptions, initial: tuple[int, ...]) -> tuple[str, int]:
     """Windows with equal keys may share a batch: their options but the prompt, and the
-    number of tokens in front of the first one decoded."""
-    unprompted = dataclasses.replace(options, prompt=None)
-    return repr(unprompted), len(DecodingTask(model, options).initial_tokens)
+    number of their ``initial`` tokens."""
+    return repr(dataclasses.replace(options, prompt=None)), len(initial)
 
 
 class PromptedTask(DecodingTask):  # type: ignore[misc]
-    """A ``DecodingTask`` over a batch whose row *i* is prompted with ``prompts[i]``; the
-    options are the first row's, and every prompt must give the same ``batch_key``."""
+    """A ``DecodingTask`` over a batch whose row *i* starts with ``rows[i]`` (its
+    ``initial_tokens``); the options are the first row's, and every row must give the same
+    ``batch_key``."""
 
-    def __init__(self, model: Any, options: DecodingOptions, prompts: list[Any]) -> None:
+    def __init__(self, model: Any, options: DecodingOptions, rows: list[tuple[int, ...]]) -> None:
         super().__init__(model, options)
-        rows = [
-            DecodingTask(model, dataclasses.replace(options, prompt=prompt)).initial_tokens
-            for prompt in prompts
-        ]
         if any(len(row) != self.sample_begin for row in rows):
             raise ValueError("the prompts of one batch must take the same number of tokens")
         self._prompts = torch.tensor([row[: self.sot_index] for row in rows], dtype=torch.long)
@@ -53,10 +55,9 @@ class PromptedTask(DecodingTask):  # type: ignore[misc]
 
 
 def decode_batch(
-    model: Any, mel: torch.Tensor, options: list[DecodingOptions]
+    model: Any, mel: torch.Tensor, options: DecodingOptions, rows: list[tuple[int, ...]]
 ) -> list[DecodingResult]:
-    """``whisper.decode`` of the windows ``mel`` ([batch, n_mels, frames]), window *i* with
-    ``options[i]``: options that share one ``batch_key``."""
-    task = PromptedTask(model, options[0], [o.prompt for o in options])
-    results: list[DecodingResult] = task.run(mel)
+    """``whisper.decode`` of the windows ``mel`` ([batch, n_mels, frames]) with ``options``,
+    window *i* prompted as its ``initial_tokens`` ``rows[i]`` say (one ``batch_key`` for all)."""
+    results: list[DecodingResult] = PromptedTask(model, options, rows).run(mel)
     return results
