@@ -64,9 +64,30 @@ def _joined(batcher: Any, model: Any, clip: Path) -> str:
         return _transcribe(model, clip)
 
 
-def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict[str, Any]:
+def _batched(
+    settings: Settings, model: Any, files: list[Path], *, warm: list[Path] | None = None
+) -> tuple[float, list[str], dict[int, int]]:
+    """``files`` transcribed at once by as many threads as the batched GPU worker has task
+    slots, their windows sharing one ``WindowBatcher`` (``warm`` first, untimed): the wall
+    seconds, the texts and the sizes of the batches."""
     from workers.gpu.batching import BatchedModel, WindowBatcher
 
+    batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
+    job = functools.partial(_joined, batcher, BatchedModel(model, batcher))
+    try:
+        slots = dataclasses.replace(settings, gpu_batch_size=BATCH).gpu_task_slots
+        with ThreadPoolExecutor(slots) as pool:
+            list(pool.map(job, warm or []))
+            batcher.batch_sizes.clear()
+            began = time.perf_counter()
+            texts = list(pool.map(job, files))
+            wall = time.perf_counter() - began
+    finally:
+        batcher.close()
+    return wall, texts, dict(sorted(batcher.batch_sizes.items()))
+
+
+def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     variants = (("", False, False), ("_int8", True, False), ("_int8_trimmed", True, True))
     for suffix, int8, trim in variants:
@@ -79,30 +100,15 @@ def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict
         sequential = [_transcribe(model, clip) for clip in clips]
         figures[f"warm_sequential{suffix}"] = _row(time.perf_counter() - began, texts, sequential)
 
-        batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
-        job = functools.partial(_joined, batcher, BatchedModel(model, batcher))
-        try:
-            slots = dataclasses.replace(settings, gpu_batch_size=BATCH).gpu_task_slots
-            with ThreadPoolExecutor(slots) as pool:
-                list(pool.map(job, clips[:BATCH]))  # warm
-                batcher.batch_sizes.clear()
-                began = time.perf_counter()
-                batched = list(pool.map(job, clips))
-                wall = time.perf_counter() - began
-        finally:
-            batcher.close()
+        wall, batched, batch_sizes = _batched(settings, model, clips, warm=clips[:BATCH])
         row = _row(wall, texts, batched)
-        row["batch_sizes"] = dict(sorted(batcher.batch_sizes.items()))
+        row["batch_sizes"] = batch_sizes
         figures[f"in_process_batched{suffix}"] = row
     return figures
 
 
 def _long_files(settings: Settings, tmp: Path) -> dict[str, Any]:
     """Eight files of about 3 min (six or seven windows each): one after another, then batched."""
-    from workers.gpu.batching import BatchedModel, WindowBatcher
-    from workers.gpu.batching.model import install_alignment_lock
-
-    install_alignment_lock()
     n = len(SENTENCES)
     texts = [
         " ".join(SENTENCES[(k * 5 + i) % n] for i in range(LONG_SENTENCES))
@@ -116,18 +122,9 @@ def _long_files(settings: Settings, tmp: Path) -> dict[str, Any]:
     sequential = [_transcribe(model, path) for path in files]
     figures: dict[str, Any] = {"files": LONG_FILES}
     figures["sequential"] = _row(time.perf_counter() - began, texts, sequential)
-    batcher = WindowBatcher(BATCH, FLUSH_MS / 1000)
-    job = functools.partial(_joined, batcher, BatchedModel(model, batcher))
-    try:
-        slots = dataclasses.replace(settings, gpu_batch_size=BATCH).gpu_task_slots
-        with ThreadPoolExecutor(slots) as pool:
-            began = time.perf_counter()
-            batched = list(pool.map(job, files))
-            wall = time.perf_counter() - began
-    finally:
-        batcher.close()
+    wall, batched, batch_sizes = _batched(settings, model, files)
     figures["batched"] = _row(wall, texts, batched)
-    figures["batched"]["batch_sizes"] = dict(sorted(batcher.batch_sizes.items()))
+    figures["batched"]["batch_sizes"] = batch_sizes
     # The fallback's sampling at higher temperatures is random: a text may differ by chance.
     figures["batched"]["texts_as_sequential"] = sum(
         a == b for a, b in zip(sequential, batched, strict=True)
