@@ -76,6 +76,20 @@ return {redis.call('GET', KEYS[2]), redis.call('ZSCORE', KEYS[3], ARGV[1]), job_
         redis.call('ZSCORE', KEYS[5], ARGV[1])}
 """
 CLAIM_JOB_SHA = hashlib.sha1(CLAIM_JOB.encode()).hexdigest()
+# KEYS: in-progress, result, retry, job, abort set, deferred set, queue index; ARGV: the job
+# id, the in-progress key's new TTL in ms ('' deletes it), the result ('' keeps none) and its
+# TTL in ms ('' keeps it forever). arq's finish_job transaction in one command and one reply.
+FINISH_JOB = """
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] ~= '' then
+  if ARGV[4] == '' then redis.call('SET', KEYS[2], ARGV[3])
+  else redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
+end
+redis.call('DEL', KEYS[3], KEYS[4])
+for i = 5, 7 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return 1
+"""
+FINISH_JOB_SHA = hashlib.sha1(FINISH_JOB.encode()).hexdigest()
 
 
 def execute(
@@ -270,31 +284,35 @@ class JobRecord:
         keep_s = worker.keep_result_s
         if function is not None and function.keep_result_s is not None:
             keep_s = function.keep_result_s
-        async with worker.pool.pipeline(transaction=True) as tr:
-            if keep_in_progress:
-                tr.pexpire(in_progress_key_prefix + job_id, keep_cronjob_progress * 1000)
-            else:
-                tr.delete(in_progress_key_prefix + job_id)
-            if forever or keep_s > 0:
-                data = serialize_result(
-                    self.name,
-                    self.args,
-                    self.kwargs,
-                    self.job_try,
-                    self.enqueue_time_ms,
-                    success,
-                    result,
-                    self.start_ms,
-                    timestamp_ms(),
-                    worker.queue_name,
-                    job_id,
-                )
-                tr.set(result_key_prefix + job_id, data, px=None if forever else to_ms(keep_s))
-            tr.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
-            tr.zrem(abort_jobs_ss, job_id)
-            tr.zrem(deferred_set(worker.queue_name), job_id)
-            tr.zrem(queue_index(worker.queue_name), job_id)
-            await tr.execute()
+        data: bytes | str = ""
+        if forever or keep_s > 0:
+            data = serialize_result(
+                self.name,
+                self.args,
+                self.kwargs,
+                self.job_try,
+                self.enqueue_time_ms,
+                success,
+                result,
+                self.start_ms,
+                timestamp_ms(),
+                worker.queue_name,
+                job_id,
+            )
+        keys = (
+            in_progress_key_prefix + job_id,
+            result_key_prefix + job_id,
+            retry_key_prefix + job_id,
+            job_key_prefix + job_id,
+            abort_jobs_ss,
+            deferred_set(worker.queue_name),
+            queue_index(worker.queue_name),
+        )
+        progress_ttl = keep_cronjob_progress * 1000 if keep_in_progress else ""
+        result_ttl = "" if forever else to_ms(keep_s)
+        await _script(
+            worker, FINISH_JOB, FINISH_JOB_SHA, keys, job_id, progress_ttl, data, result_ttl
+        )
         if success and worker.log_results:
             log.info("%s:%s ● %.80r", job_id, self.name, result)
         return Outcome(success, result)
@@ -337,14 +355,20 @@ async def _claim(worker: Worker, job_id: str) -> tuple[Any, Any, int, Any] | Non
         abort_jobs_ss,
     )
     args = (job_id, int(worker.in_progress_timeout_s * 1000), retry_counter_ttl_s)
-    try:
-        reply = await worker.pool.evalsha(CLAIM_JOB_SHA, len(keys), *keys, *args)
-    except NoScriptError:
-        reply = await worker.pool.eval(CLAIM_JOB, len(keys), *keys, *args)
+    reply = await _script(worker, CLAIM_JOB, CLAIM_JOB_SHA, keys, *args)
     if not reply:
         return None
     raw, score, job_try, abort_score = reply
     return raw or None, score or None, int(job_try), abort_score or None
+
+
+async def _script(worker: Worker, script: str, sha: str, keys: tuple[str, ...], *args: Any) -> Any:
+    """Run ``script`` by its SHA; sent whole if this Redis does not know it (yet, or since a
+    restart)."""
+    try:
+        return await worker.pool.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await worker.pool.eval(script, len(keys), *keys, *args)
 
 
 def _epoch_ms(seconds: Any, default: int) -> int:
