@@ -20,8 +20,9 @@ two round trips per message, and on loopback a send costs as much CPU as the res
 kombu's work on the message. Here, while the queue has messages, one script (``POP_SCRIPT``)
 pops as many as the pool has free greenlets (one when none is free: it waits for one, as
 kombu's would) and records each unacked in the same atomic step, so no message is ever
-popped but unrecorded. ``BRPOP`` waits only once the script finds the queue empty. What the
-channel could not deliver goes back to the head of its queue at once.
+popped but unrecorded. ``BRPOP`` waits only once the script finds the queue empty (so a
+message arriving alone costs one script call more than kombu's: the look for a next one).
+What the channel could not deliver goes back to the head of its queue at once.
 """
 
 from __future__ import annotations
