@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from service.core.delivery import celery_app
 from workers.arq import RedisSettings, Retry, cron, func
 from workers.arq.connections import ArqRedis
 
@@ -80,6 +81,14 @@ async def burn_cpu(ctx: dict[str, Any], seconds: float) -> int:
     return spins
 
 
+async def count_run(ctx: dict[str, Any], seconds: float) -> str:
+    """Sleep, then count the run in Redis: the side effect a crash must neither lose nor
+    repeat."""
+    await asyncio.sleep(seconds)
+    await ctx["redis"].hincrby(f"{CRASH_QUEUE}:runs", ctx["job_id"], 1)
+    return str(ctx["job_id"])
+
+
 async def tick(ctx: dict[str, Any]) -> None:
     """A cron job: count its runs in Redis."""
     await ctx["redis"].incr("arq-test:ticks")
@@ -116,3 +125,23 @@ class BurstSettings:
     functions = (add,)
     queue_name = "arq-test-burst"
     redis_settings = REDIS
+
+
+CRASH_QUEUE = "arq-test-crash"
+# A job's in-progress key outlives a killed worker by job_timeout + 10 s; its messages come
+# back after the visibility timeout, which must be longer than that.
+CRASH_JOB_TIMEOUT = 2
+CRASH_VISIBILITY_TIMEOUT = 15
+
+
+class CrashSettings:
+    """A worker to SIGKILL: four at a time, its unacked messages back after 15 s."""
+
+    functions = (count_run,)
+    queue_name = CRASH_QUEUE
+    redis_settings = REDIS
+    max_jobs = 4
+    job_timeout = CRASH_JOB_TIMEOUT
+    celery_app = celery_app(
+        "arq", REDIS.to_dsn(), visibility_timeout=CRASH_VISIBILITY_TIMEOUT, queues=[CRASH_QUEUE]
+    )

@@ -380,3 +380,46 @@ async def test_burst_serves_the_queue_then_exits_and_sigterm_stops_gracefully(
         assert not await arq_redis.exists(f"{BURST_QUEUE}:health-check")
     finally:
         await arq_redis.aclose()
+
+
+async def test_a_sigkilled_worker_holding_a_popped_backlog_loses_and_repeats_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # given a worker of four greenlets draining a backlog of 24 jobs, popped in batches
+    from tests.integration.arq_jobs import CRASH_QUEUE
+
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(CRASH_QUEUE, f"{CRASH_QUEUE}:runs", f"{CRASH_QUEUE}:health-check")
+    pool = await create_pool(
+        RedisSettings.from_dsn(settings.redis_url), default_queue_name=CRASH_QUEUE
+    )
+    settings_path = "tests.integration.arq_jobs.CrashSettings"
+    first = ArqWorker(settings_path, settings.redis_url, tmp_path)
+    second = None
+    try:
+        first.wait_ready(settings.redis_url, CRASH_QUEUE)
+        jobs = [await pool.enqueue_job("count_run", 0.5) for _ in range(24)]
+        assert all(jobs)
+        deadline = time.monotonic() + 60
+        while client.hlen(f"{CRASH_QUEUE}:runs") < 6:
+            assert time.monotonic() < deadline, first.log()
+            await asyncio.sleep(0.05)
+        # when it is SIGKILLed with messages in its hands (popped, recorded unacked)
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait()
+        held = client.hlen("unacked")
+        assert held >= 1
+        # and another worker starts
+        second = ArqWorker(settings_path, settings.redis_url, tmp_path)
+        second.wait_ready(settings.redis_url, CRASH_QUEUE)
+        # then every job completes, each job's side effect ran exactly once
+        results = [await job.result(timeout=90) for job in jobs if job is not None]
+        assert results == [job.job_id for job in jobs if job is not None]
+        runs = {k.decode(): int(v) for k, v in client.hgetall(f"{CRASH_QUEUE}:runs").items()}
+        assert runs == {job.job_id: 1 for job in jobs if job is not None}, second.log()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        await pool.aclose()
+        client.close()

@@ -156,7 +156,10 @@ class Channel(kombu_redis.Channel):
     _pop_cached = False
     _pop_sha = hashlib.sha1(POP_SCRIPT.encode()).hexdigest()
 
+    _restore_due = 0.0
+
     def _brpop_start(self, timeout: int | None = None) -> None:
+        self._restore_visible()
         if not (self.pop_batch and self._pop_next) or self.global_keyprefix:
             self._popping = False
             super()._brpop_start(timeout)
@@ -175,6 +178,23 @@ class Channel(kombu_redis.Channel):
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]  # kombu's: None
         free = max(1, self.pop_batch - self.qos.in_flight())
         self.client.connection.send_command(*script, len(keys), *keys, time(), free)
+
+    def _restore_visible(self) -> None:
+        """Every ``unacked_restore_interval`` s, put back the messages unacked for longer than
+        the visibility timeout (a dead worker's).
+
+        kombu runs this scan on a timer of its event loop; Celery's gevent pool consumes
+        without one (``synloop``), so a gevent worker scanned only when it started: a killed
+        worker's messages waited for some worker to start after their timeout.
+        """
+        now = monotonic()
+        if now < self._restore_due:
+            return
+        self._restore_due = now + self.unacked_restore_interval
+        try:
+            self.qos.restore_visible(num=self.unacked_restore_limit, interval=1)
+        except self.connection_errors:
+            log.debug("could not restore unacked messages; trying again later", exc_info=True)
 
     def _brpop_read(self, **options: Any) -> bool:
         if not self._popping:
