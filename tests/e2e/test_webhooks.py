@@ -55,6 +55,18 @@ async def _received(
     return got
 
 
+async def _settled_log(api: AsyncTestClient[Any], job_id: str, timeout: float = 30) -> Any:
+    """The job's webhook log once no event is pending: the IO worker records a delivery after
+    the receiver has answered, so a log read as the receiver sees the POST may be behind."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = (await api.get(f"/v1/jobs/{job_id}/webhooks")).json()
+        if all(event["state"] != "pending" for event in log["events"]):
+            return log
+        assert time.monotonic() < deadline, log
+        await asyncio.sleep(0.1)
+
+
 async def test_a_completed_job_is_announced_once_signed_with_the_keys_secret(
     api: AsyncTestClient[Any], clip: Path, receiver: Receiver
 ) -> None:
@@ -74,7 +86,7 @@ async def test_a_completed_job_is_announced_once_signed_with_the_keys_secret(
     assert payload["data"] == (await api.get(f"/v1/jobs/{job_id}")).json()
     assert got.headers["user-agent"].startswith("steno-webhooks/")
     # and the listing shows one delivered event after one attempt
-    log = (await api.get(f"/v1/jobs/{job_id}/webhooks")).json()
+    log = await _settled_log(api, job_id)
     assert [(e["type"], e["state"], e["attempts"]) for e in log["events"]] == [
         ("job.completed", "delivered", 1)
     ]
@@ -108,7 +120,7 @@ async def test_a_receiver_that_fails_then_recovers_gets_the_event_with_one_id(
 
     # then all three attempts carried the same webhook-id, and the third was accepted
     assert len({r.webhook_id for r in got}) == 1
-    log = (await api.get(f"/v1/jobs/{job_id}/webhooks")).json()
+    log = await _settled_log(api, job_id)
     assert [(d["attempt"], d["status_code"]) for d in log["deliveries"]] == [
         (1, 500),
         (2, 500),
@@ -126,6 +138,7 @@ async def test_after_a_rotation_a_redelivery_is_signed_with_both_secrets(
     job_id = await _submit(api, clip, receiver.url())
     assert (await wait_for_job(api, job_id))["status"] == "completed"
     [first] = await _received(receiver, job_id, 1)
+    assert (await _settled_log(api, job_id))["events"][0]["state"] == "delivered"
     new = (await api.post("/v1/webhooks/secret/rotate")).json()["secret"]
 
     # when the owner asks for the last event again
