@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 
-from service.core.delivery import celery_app
 from workers.arq import RedisSettings, Retry, cron, func
 from workers.arq.connections import ArqRedis
 
@@ -128,20 +127,14 @@ class BurstSettings:
 
 
 CRASH_QUEUE = "arq-test-crash"
-# A job's in-progress key outlives a killed worker by job_timeout + 10 s; its messages come
-# back after the visibility timeout, which must be longer than that.
-CRASH_JOB_TIMEOUT = 2
-CRASH_VISIBILITY_TIMEOUT = 15
 
 
 class CrashSettings:
-    """A worker to SIGKILL: four at a time, its unacked messages back after 15 s."""
+    """A worker to SIGKILL: four at a time, jobs of at most 2 s, so its unacked messages are
+    back after the default visibility timeout of twice the in-progress one (2 x 12 s)."""
 
     functions = (count_run,)
     queue_name = CRASH_QUEUE
     redis_settings = REDIS
     max_jobs = 4
-    job_timeout = CRASH_JOB_TIMEOUT
-    celery_app = celery_app(
-        "arq", REDIS.to_dsn(), visibility_timeout=CRASH_VISIBILITY_TIMEOUT, queues=[CRASH_QUEUE]
-    )
+    job_timeout = 2

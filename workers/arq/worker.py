@@ -79,8 +79,10 @@ class Worker:
     extensions: ``celery_app`` (serve from an existing app, e.g. Steno's), ``broker_url``
     (default: the Redis of ``redis_settings``), ``retry_policy``, ``loop_stall_warning``
     (seconds of loop silence the watchdog reports), ``log_level``, ``quiet`` (no start-up
-    banner: every line a log record) and ``hostname`` (the Celery node name, ``%h`` expanded;
-    default ``<queue>@<host>``).
+    banner: every line a log record), ``hostname`` (the Celery node name, ``%h`` expanded;
+    default ``<queue>@<host>``) and ``visibility_timeout`` (seconds after which a message
+    unacked by a dead worker is handed out again; default twice the in-progress timeout,
+    the longest function timeout + 10 s; ignored with ``celery_app``).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class Worker:
         log_level: str = "INFO",
         quiet: bool = False,
         hostname: str | None = None,
+        visibility_timeout: SecondsTimedelta | None = None,
         handle_signals: bool = True,
         job_completion_wait: int = 0,
         queue_read_limit: int | None = None,
@@ -154,6 +157,11 @@ class Worker:
         self.loop_stall_warning = loop_stall_warning
         longest = max((f.timeout_s or self.job_timeout_s) for f in self.functions.values())
         self.in_progress_timeout_s = longest + 10
+        # A message may wait in the worker for a greenlet (as long as a job runs) and then
+        # run: twice the in-progress timeout, and a dead worker's jobs are back soon after.
+        self.visibility_timeout_s = int(
+            to_seconds(visibility_timeout) or 2 * self.in_progress_timeout_s
+        )
         self._celery_app = celery_app
         self._lock = gevent.lock.Semaphore()
         self._loop: LoopThread | None = None
@@ -175,7 +183,9 @@ class Worker:
     def celery_app(self) -> Celery:
         """The Celery app serving this worker's functions (made on first use if not given)."""
         if self._celery_app is None:
-            self._celery_app = make_worker_app(self.broker_url, self.queue_name)
+            self._celery_app = make_worker_app(
+                self.broker_url, self.queue_name, self.visibility_timeout_s
+            )
         return self._celery_app
 
     def register(self) -> Celery:
@@ -365,13 +375,14 @@ class Worker:
         )
 
 
-def make_worker_app(broker_url: str, queue_name: str) -> Celery:
+def make_worker_app(broker_url: str, queue_name: str, visibility_timeout: int = 3600) -> Celery:
     """A Celery app for a standalone arq worker, with Steno's delivery guarantees.
 
     Late acks with requeue on a lost worker, prefetch 1, JSON only; Redis's visibility
-    timeout is longer than any job may run. No result backend: results live in arq's keys.
+    timeout (seconds) must be longer than a message can wait in a worker and then run. No
+    result backend: results live in arq's keys.
     """
-    return celery_app("arq", broker_url, visibility_timeout=3600, queues=[queue_name])
+    return celery_app("arq", broker_url, visibility_timeout=visibility_timeout, queues=[queue_name])
 
 
 def get_kwargs(settings_cls: Any) -> dict[str, Any]:
