@@ -150,12 +150,12 @@ class Channel(kombu_redis.Channel):
     _command_client: Any = None
     # Whether the command in flight on the consuming connection is the pop script; whether
     # the next one should be (false once it found the queue empty, until BRPOP brings one);
-    # whether this connection's Redis has the script cached (EVALSHA) or needs it (EVAL).
+    # whether this connection's Redis has the script cached (EVALSHA) or needs it (EVAL);
+    # when the next scan for a dead worker's messages is due (``_restore_visible``).
     _popping = False
     _pop_next = True
     _pop_cached = False
     _pop_sha = hashlib.sha1(POP_SCRIPT.encode()).hexdigest()
-
     _restore_due = 0.0
 
     def _brpop_start(self, timeout: int | None = None) -> None:
