@@ -26,8 +26,9 @@ SENTENCES = (
 )
 
 
-def speak(text: str, path: Path, *, rate: int = 150) -> Path:
-    """Write ``text`` spoken by espeak-ng (en-us, ``rate`` words/min) to ``path``; return ``path``.
+def speak(text: str, path: Path, *, rate: int = 150, voice: str = "en-us") -> Path:
+    """Write ``text`` spoken by espeak-ng (``voice``, ``rate`` words/min) to ``path``; return
+    ``path``.
 
     The container follows the suffix (.wav, .ogg, .mp3, .flac); the audio is 16 kHz mono.
     Raises ValueError for another suffix and CalledProcessError if espeak-ng or ffmpeg fails.
@@ -38,7 +39,7 @@ def speak(text: str, path: Path, *, rate: int = 150) -> Path:
     with tempfile.TemporaryDirectory(prefix="steno-speak-") as tmp:
         raw = Path(tmp) / "espeak.wav"
         subprocess.run(
-            ["espeak-ng", "-v", "en-us", "-s", str(rate), "-w", str(raw), text],
+            ["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw), text],
             check=True,
             capture_output=True,
         )

@@ -20,6 +20,7 @@ from tests.bench import (
     diarization,
     httpx_loop,
     inference,
+    padding,
     pipeline,
     poll,
     sse,
@@ -31,6 +32,7 @@ from tests.bench.summary import write_summary
 BENCHMARKS = {
     "inference": inference.run,
     "batching": batching.run,
+    "padding": padding.run,
     "diarization": diarization.run,
     "pipeline": pipeline.run,
     "arq_concurrency": arq_concurrency.run,

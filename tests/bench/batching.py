@@ -4,12 +4,13 @@ The same 20 espeak-ng clips (two distinct sentences each, 5-7 s) are transcribed
 1. warm openai-whisper in process, one clip after another (``workers.gpu.whisper.transcribe``),
    float32 and 30 s windows as openai-whisper ships it (the reference); then with the encoder's
    MLP layers int8 (``STENO_WHISPER_CPU_INT8``, the CPU default); then also with the
-   windows' padding trimmed (``STENO_WHISPER_TRIM_PADDING``, off by default);
+   windows' padding trimmed (``STENO_WHISPER_TRIM_PADDING``, the default);
 2. the same three in process, with as many threads as the batched GPU worker has task slots
    (``Settings.gpu_task_slots``), whose windows share one ``WindowBatcher``;
-3. Steno's whole stack (API, IO worker, GPU worker, beat), 20 uploads at once, batching off;
-4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``), and with batching on and the
-   padding trimmed;
+3. Steno's whole stack (API, IO worker, GPU worker, beat) as configured by default, 20
+   uploads at once, batching off;
+4. the same with batching on (``STENO_GPU_BATCH_SIZE=BATCH``), and with batching on and every
+   window encoded as 30 s (``STENO_WHISPER_TRIM_PADDING=false``);
 5. faster-whisper (CTranslate2, the same tiny.en weights) int8, greedy, one after another.
 Each row reports wall seconds (until the last clip is done) and the mean word error rate.
 Then long files, where a window past the first is prompted with its job's own text (so only
@@ -116,7 +117,11 @@ def _long_files(settings: Settings, tmp: Path) -> dict[str, Any]:
     ]
     files = [speak(text, tmp / f"long{k}.wav") for k, text in enumerate(texts)]
     model = load_model(
-        settings.whisper_model, settings.models_dir, choose_device("cpu"), cpu_int8=True
+        settings.whisper_model,
+        settings.models_dir,
+        choose_device("cpu"),
+        cpu_int8=True,
+        trim_padding=settings.whisper_trim_padding,
     )
     began = time.perf_counter()
     sequential = [_transcribe(model, path) for path in files]
@@ -250,11 +255,13 @@ def run() -> dict[str, Any]:
         figures.update(_in_process(base, clips, texts))
         figures["faster_whisper_int8"] = _faster_whisper(clips, texts)
         if os.environ.get("STENO_BENCH_STACK", "1") != "0":
-            # As deployed on a CPU (int8 encoder MLPs) without and with batching, then
-            # batching with the padding trimmed.
-            figures["stack_batching_off"] = _stack(Path(tmp), clips, texts, 1, trim=False)
-            figures["stack_batching_on"] = _stack(Path(tmp), clips, texts, BATCH, trim=False)
-            figures["stack_batching_on_trimmed"] = _stack(Path(tmp), clips, texts, BATCH, trim=True)
+            # As deployed on a CPU (int8 encoder MLPs, padding trimmed) without and with
+            # batching, then batching with 30 s windows.
+            figures["stack_batching_off"] = _stack(Path(tmp), clips, texts, 1, trim=True)
+            figures["stack_batching_on"] = _stack(Path(tmp), clips, texts, BATCH, trim=True)
+            figures["stack_batching_on_full_windows"] = _stack(
+                Path(tmp), clips, texts, BATCH, trim=False
+            )
         figures["long_files"] = _long_files(base, Path(tmp))
     reference = figures["warm_sequential"]["wall_seconds"]
     for row in figures.values():

@@ -8,13 +8,17 @@ content plus at least ``MARGIN_FRAMES`` of that padding, rounded up to a whole b
 ``BUCKET_FRAMES``; the decoder then attends over that many audio positions instead of 1,500.
 A full window (the middle of a long file) is encoded exactly as openai-whisper does.
 
-It is a trade: Whisper was trained on 30 s windows only, and a shorter one changes what it
-hears. Measured on tiny.en over 96 espeak-ng clips of three voices (1-2 sentences, 2-10 s):
-mean word error rate 0.111 with 30 s windows, 0.119 with 15 s buckets and 0.127 with 10 s
-buckets, the loss all on the clips under 5 s (5-10 s clips: 0.115 / 0.109 / 0.115). Hence
-off by default, and buckets of 15 s. Why a margin: with none, tiny.en repeats sentences and
-runs past the end (word error rate 0.158 against 0.097 on the bench's 20 clips); with 2 s of
-padding kept it sees the speech stop. Why buckets: a window's encoded length depends only on
+Whisper was trained on 30 s windows only, so a shorter one changes what it hears; whether
+that costs accuracy was measured on tiny.en (``just bench padding``): over 150 espeak-ng
+clips of five voices and three rates (1-15 s), mean word error rate 0.244 with 30 s windows
+and 0.209 with 15 s buckets, trimmed better on 52 clips and worse on 25; an earlier study of
+96 clips of three voices saw 0.111 and 0.119 (the loss on clips under 5 s), and 0.127 with
+10 s buckets. Hence on by default (``STENO_WHISPER_TRIM_PADDING=false`` turns it off), and
+buckets of 15 s.
+
+Why a margin: with none, tiny.en repeats sentences and runs past the end (word error rate
+0.158 against 0.097 on the bench's 20 clips); with 2 s of padding kept it sees the speech
+stop. Why buckets: a window's encoded length depends only on
 its own audio, so a job's transcript is the same whichever jobs' windows share its batch
 (the batcher batches only windows of one bucket), and windows of similar length still batch.
 """
