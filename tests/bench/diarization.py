@@ -135,7 +135,8 @@ def synthesise(
 
 
 class _BenchRuntime:
-    """What ``diarize_transcript`` uses of a ``GpuRuntime``: its device; events go nowhere.
+    """What ``diarize_transcript`` uses of a ``GpuRuntime``: its device and settings (no fault
+    hooks set); events go nowhere.
 
     A job names no known speakers here, so its one database read (``known_speakers`` of an
     empty list) answers the empty list without a database.
@@ -143,6 +144,7 @@ class _BenchRuntime:
 
     def __init__(self, device: str) -> None:
         self.device = device
+        self.settings = load_settings()
 
     def emit(self, event: object) -> None:
         pass
