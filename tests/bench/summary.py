@@ -48,7 +48,7 @@ def _batching(f: Figures) -> list[Row]:
     rows = []
     sequential = f["warm_sequential"]
     reference = f.get("reference_wall_seconds", sequential["wall_seconds"])
-    runs = " (the faster of two runs)" if "warm_sequential_again" in f else ""
+    runs = "the faster of two runs; " if "warm_sequential_again" in f else ""
     fw = f.get("faster_whisper_int8", {})
     batch = f["batch_size"]
     for name, label in (
@@ -80,8 +80,8 @@ def _batching(f: Figures) -> list[Row]:
             Row(
                 f"{f['clips']} short clips ({f['model']}), {label}, until all complete",
                 f"{row['wall_seconds']} s (WER {row['word_error_rate_mean']})",
-                f"warm sequential `model.transcribe` {reference} s{runs} "
-                f"(WER {sequential['word_error_rate_mean']}){fw_text}",
+                f"warm sequential `model.transcribe` {reference} s "
+                f"({runs}WER {sequential['word_error_rate_mean']}){fw_text}",
                 f"{row['speedup_vs_warm_sequential']}x sequential"
                 + (
                     f", {fw['wall_seconds'] / row['wall_seconds']:.2f}x faster-whisper"
