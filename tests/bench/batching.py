@@ -88,13 +88,12 @@ def _batched(
     return wall, texts, dict(sorted(batcher.batch_sizes.items()))
 
 
-def _warm_sequential(settings: Settings, clips: list[Path], texts: list[str]) -> dict[str, Any]:
-    """openai-whisper as it ships (float32, 30 s windows), warm, one clip after another."""
-    model = load_model(settings.whisper_model, settings.models_dir, choose_device("cpu"))
+def _warm_sequential(model: Any, clips: list[Path], texts: list[str]) -> dict[str, Any]:
+    """``clips`` transcribed by ``model``, warm, one after another."""
     _transcribe(model, clips[0])  # warm
     began = time.perf_counter()
-    texts_out = [_transcribe(model, clip) for clip in clips]
-    return _row(time.perf_counter() - began, texts, texts_out)
+    outputs = [_transcribe(model, clip) for clip in clips]
+    return _row(time.perf_counter() - began, texts, outputs)
 
 
 def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict[str, Any]:
@@ -105,10 +104,7 @@ def _in_process(settings: Settings, clips: list[Path], texts: list[str]) -> dict
         model = load_model(
             settings.whisper_model, settings.models_dir, device, cpu_int8=int8, trim_padding=trim
         )
-        _transcribe(model, clips[0])  # warm
-        began = time.perf_counter()
-        sequential = [_transcribe(model, clip) for clip in clips]
-        figures[f"warm_sequential{suffix}"] = _row(time.perf_counter() - began, texts, sequential)
+        figures[f"warm_sequential{suffix}"] = _warm_sequential(model, clips, texts)
 
         wall, batched, batch_sizes = _batched(settings, model, clips, warm=clips[:BATCH])
         row = _row(wall, texts, batched)
@@ -273,7 +269,9 @@ def run() -> dict[str, Any]:
             )
         # The reference once more after the stack's runs: a shared machine's speed drifts
         # over minutes, and the faster of the two keeps every ratio from flattering Steno.
-        figures["warm_sequential_again"] = _warm_sequential(base, clips, texts)
+        # openai-whisper as it ships (float32, 30 s windows), as the first reference.
+        reference_model = load_model(base.whisper_model, base.models_dir, choose_device("cpu"))
+        figures["warm_sequential_again"] = _warm_sequential(reference_model, clips, texts)
         figures["long_files"] = _long_files(base, Path(tmp))
     reference = min(
         figures["warm_sequential"]["wall_seconds"],
