@@ -50,6 +50,13 @@ def speak(text: str, path: Path, *, rate: int = 150, voice: str = "en-us") -> Pa
     return path
 
 
+def audio_seconds(path: Path) -> float:
+    """How long the audio in ``path`` plays, in seconds (decoded as the GPU worker does)."""
+    from workers.gpu.decode import SAMPLE_RATE, load_audio
+
+    return len(load_audio(path)) / SAMPLE_RATE
+
+
 def normalise(text: str) -> str:
     """Lowercase, drop apostrophes, turn other punctuation/symbols into spaces, collapse spaces.
 

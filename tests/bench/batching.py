@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from service.core.settings import Settings, load_settings
-from tests.audio import SENTENCES, speak, word_error_rate
+from tests.audio import SENTENCES, audio_seconds, speak, word_error_rate
 from tests.bench.stack import private_settings
 from tests.conftest import WorkerProcess, bearer, make_key, wait_for_queues
 from workers.gpu.whisper import choose_device, load_model, transcribe
@@ -142,14 +142,8 @@ def _long_files(settings: Settings, tmp: Path) -> dict[str, Any]:
     figures["batched"]["speedup_vs_sequential"] = round(
         figures["sequential"]["wall_seconds"] / wall, 2
     )
-    figures["seconds_per_file"] = round(statistics.fmean(_seconds(path) for path in files), 1)
+    figures["seconds_per_file"] = round(statistics.fmean(audio_seconds(path) for path in files), 1)
     return figures
-
-
-def _seconds(path: Path) -> float:
-    from workers.gpu.decode import SAMPLE_RATE, load_audio
-
-    return len(load_audio(path)) / SAMPLE_RATE
 
 
 def _faster_whisper(clips: list[Path], texts: list[str]) -> dict[str, Any]:
@@ -267,9 +261,9 @@ def run() -> dict[str, Any]:
             figures["stack_batching_on_full_windows"] = _stack(
                 Path(tmp), clips, texts, BATCH, trim=False
             )
-        # The reference once more after the stack's runs: a shared machine's speed drifts
-        # over minutes, and the faster of the two keeps every ratio from flattering Steno.
-        # openai-whisper as it ships (float32, 30 s windows), as the first reference.
+        # The reference (openai-whisper as it ships: float32, 30 s windows) once more after
+        # the stack's runs: a shared machine's speed drifts over minutes, and the faster of
+        # the two keeps every ratio from flattering Steno.
         reference_model = load_model(base.whisper_model, base.models_dir, choose_device("cpu"))
         figures["warm_sequential_again"] = _warm_sequential(reference_model, clips, texts)
         figures["long_files"] = _long_files(base, Path(tmp))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.settings import load_settings
-from tests.audio import speak, word_error_rate
+from tests.audio import audio_seconds, speak, word_error_rate
 from workers.gpu.whisper import load_model, transcribe
 
 CLIPS = 150
@@ -64,15 +64,13 @@ SENTENCES = (
 
 def corpus(tmp: Path) -> list[tuple[Path, str, float]]:
     """The clips: (path, text, seconds), the same on every run."""
-    import whisper
-
     rng = random.Random(SEED)
     clips = []
     for i in range(CLIPS):
         text = " ".join(rng.sample(SENTENCES, rng.choice((1, 1, 1, 2, 2, 3))))
         voice, rate = VOICES[i % len(VOICES)], rng.choice(RATES)
         path = speak(text, tmp / f"clip{i:03d}.wav", voice=voice, rate=rate)
-        clips.append((path, text, len(whisper.load_audio(str(path))) / 16000))
+        clips.append((path, text, audio_seconds(path)))
     return clips
 
 
