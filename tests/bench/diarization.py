@@ -34,7 +34,7 @@ import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
 from service.core import speakers, transitions
-from service.core.settings import load_settings
+from service.core.settings import Settings, load_settings
 from service.core.transcript import Transcript
 from tests.audio import word_error_rate
 from tests.dialogue import GAP_SECONDS, RATE, voice_clip, write_wav
@@ -142,9 +142,9 @@ class _BenchRuntime:
     empty list) answers the empty list without a database.
     """
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, settings: Settings) -> None:
         self.device = device
-        self.settings = load_settings()
+        self.settings = settings
 
     def emit(self, event: object) -> None:
         pass
@@ -187,7 +187,7 @@ def measure(device: str, dialogues: Sequence[Dialogue], warm_up: Dialogue) -> di
     began = time.perf_counter()
     diarization_models(device)
     diarization_load = time.perf_counter() - began
-    runtime = cast(GpuRuntime, _BenchRuntime(device))
+    runtime = cast(GpuRuntime, _BenchRuntime(device, settings))
     fp16 = device.startswith("cuda")
 
     def whisper(path: Path, words: bool) -> tuple[Transcript, float]:
